@@ -1,0 +1,29 @@
+"""Every grader must accept the reference answer and reject known-wrong ones."""
+
+import pytest
+
+from opd_lib import checks
+
+
+def test_max_error_rate_accepts_the_right_answer(capsys):
+    assert checks.check_max_error_rate(lambda target, T: 1 - target ** (1 / T))
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda target, T: (1 - target) / T,  # linearised: right only to first order
+        lambda target, T: 1 - target ** (1 / (T + 1)),  # off by one in the length
+        lambda target, T: target ** (1 / T),  # the success rate per step, not the error rate
+        lambda target, T: "0.1",  # not a number
+        lambda target, T: None,
+    ],
+)
+def test_max_error_rate_rejects_wrong_answers(wrong):
+    with pytest.raises(checks.GradingError):
+        checks.check_max_error_rate(wrong)
+
+
+def test_a_grading_error_is_an_assertion_error():
+    assert issubclass(checks.GradingError, AssertionError)
