@@ -2,11 +2,12 @@
 
 import pytest
 
-from opd_lib import checks
+from opd_lib.checks import GradingError
+from opd_lib.checks.ch00 import check_max_error_rate
 
 
 def test_max_error_rate_accepts_the_right_answer(capsys):
-    assert checks.check_max_error_rate(lambda target, T: 1 - target ** (1 / T))
+    assert check_max_error_rate(lambda target, T: 1 - target ** (1 / T))
     assert "Correct" in capsys.readouterr().out
 
 
@@ -21,9 +22,9 @@ def test_max_error_rate_accepts_the_right_answer(capsys):
     ],
 )
 def test_max_error_rate_rejects_wrong_answers(wrong):
-    with pytest.raises(checks.GradingError):
-        checks.check_max_error_rate(wrong)
+    with pytest.raises(GradingError):
+        check_max_error_rate(wrong)
 
 
 def test_a_grading_error_is_an_assertion_error():
-    assert issubclass(checks.GradingError, AssertionError)
+    assert issubclass(GradingError, AssertionError)
