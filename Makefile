@@ -25,7 +25,7 @@ book: setup
 	@echo "The book is at $(abspath $(BOOK_DIR))/_build/html/index.html"
 
 lint: setup
-	$(BIN)/ruff check opd_lib tests tools benchmarks conftest.py
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/python tools/make_colab.py --check
