@@ -1,0 +1,73 @@
+"""Chapter 9 graders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from opd_lib.checks import GradingError, compare_number, passed
+from opd_lib.sim import break_it, fdiv
+
+
+def _moment_cases(seed: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    rng = np.random.default_rng(seed)
+    t = fdiv.bimodal_teacher(n_points=17, lo=0.0, hi=16.0, centers=(4.0, 12.0), width=1.0)
+    cases = [(t.x, t.probs, "the chapter's teacher (answers 4 and 12)")]
+    cases.append((np.arange(5.0), np.array([0.0, 0.0, 1.0, 0.0, 0.0]), "a point mass at 2"))
+    cases.append((np.array([-1.0, 1.0]), np.array([0.5, 0.5]), "two equal answers at -1 and 1"))
+    for i in range(12):
+        n = int(rng.integers(3, 40))
+        x = np.sort(rng.uniform(-10, 10, n))
+        cases.append((x, rng.dirichlet(np.full(n, 0.5)), f"random case {i}"))
+    return cases
+
+
+def check_gaussian_moments(
+    fn: Callable[[np.ndarray, np.ndarray], tuple[float, float]], *, seed: int = 0
+) -> bool:
+    """Chapter 9: ``fn(x, p)`` must return ``(mean, std)`` of the distribution ``p`` on the grid
+    ``x``: the Gaussian that forward KL fits to ``p`` (moment matching)."""
+    for x, p, where in _moment_cases(seed):
+        got = fn(x.copy(), p.copy())
+        try:
+            mean, std = got
+        except (TypeError, ValueError) as err:
+            raise GradingError(
+                f"fit_gaussian_fkl on {where} returned {got!r}; expected a pair (mean, std)"
+            ) from err
+        ref_mean, ref_std = break_it.gaussian_moments(x, p)
+        compare_number("the mean", mean, ref_mean, f" on {where}", rtol=1e-6)
+        if np.isclose(float(std), ref_std**2, rtol=1e-6) and not np.isclose(ref_std, ref_std**2):
+            raise GradingError(f"on {where} you returned the variance {float(std):.4g}; "
+                               "the standard deviation is its square root")  # fmt: skip
+        compare_number("the std", std, ref_std, f" on {where}", rtol=1e-6)
+    return passed("fit_gaussian_fkl")
+
+
+def check_loop_filter(fn: Callable[[np.ndarray, int], np.ndarray], *, seed: int = 0) -> bool:
+    """Chapter 9: ``fn(token_ids, max_run)`` must return a bool keep mask ``[B]``: False for rows
+    that contain a run of more than ``max_run`` equal consecutive tokens."""
+    rng = np.random.default_rng(seed)
+    fixed = np.array(
+        [[0, 1, 2, 3, 4, 5], [0, 0, 0, 1, 2, 3], [1, 2, 3, 3, 3, 3], [5, 5, 1, 5, 5, 1]]
+    )
+    cases = [(fixed, 2), (fixed, 3), (fixed, 1)]
+    for _ in range(10):
+        ids = rng.integers(0, 3, (int(rng.integers(1, 12)), int(rng.integers(2, 30))))
+        cases.append((ids, int(rng.integers(1, 6))))
+    for ids, max_run in cases:
+        got = np.asarray(fn(ids.copy(), max_run))
+        expected = break_it.longest_run(ids) <= max_run
+        if got.shape != expected.shape:
+            raise GradingError(f"shape {got.shape}, expected {expected.shape} (one flag per row)")
+        if got.dtype != np.bool_:
+            raise GradingError(f"dtype {got.dtype}; return a bool array (True = keep the row)")
+        if not np.array_equal(got, expected):
+            row = int(np.flatnonzero(got != expected)[0])
+            raise GradingError(
+                f"row {ids[row].tolist()} with max_run={max_run}: you returned {bool(got[row])}, "
+                f"expected {bool(expected[row])} (its longest run is "
+                f"{int(break_it.longest_run(ids[row : row + 1])[0])})"
+            )
+    return passed("drop_loops")

@@ -1,0 +1,65 @@
+"""Every Chapter 9 grader must accept the reference answer and reject known-wrong ones."""
+
+import numpy as np
+import pytest
+
+from opd_lib.checks import GradingError
+from opd_lib.checks.ch09 import check_gaussian_moments, check_loop_filter
+
+
+def right_moments(x, p):
+    mean = float(np.sum(p * x))
+    return mean, float(np.sqrt(np.sum(p * (x - mean) ** 2)))
+
+
+def right_filter(ids, max_run):
+    keep = []
+    for row in ids:
+        best = run = 1
+        for a, b in zip(row[:-1], row[1:], strict=True):
+            run = run + 1 if a == b else 1
+            best = max(best, run)
+        keep.append(best <= max_run)
+    return np.array(keep, dtype=bool)
+
+
+def test_gaussian_moments_accepts_the_right_answer(capsys):
+    assert check_gaussian_moments(right_moments)
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda x, p: (float(x[np.argmax(p)]), right_moments(x, p)[1]),  # the mode, not the mean
+        lambda x, p: (right_moments(x, p)[0], right_moments(x, p)[1] ** 2),  # the variance
+        lambda x, p: (float(np.mean(x)), float(np.std(x))),  # ignores p
+        lambda x, p: (right_moments(x, p)[0], float(np.sqrt(np.sum(p * x**2)))),  # not centred
+        lambda x, p: right_moments(x, p)[0],  # only the mean
+        lambda x, p: None,
+    ],
+)
+def test_gaussian_moments_rejects_wrong_answers(wrong):
+    with pytest.raises(GradingError):
+        check_gaussian_moments(wrong)
+
+
+def test_loop_filter_accepts_the_right_answer(capsys):
+    assert check_loop_filter(right_filter)
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda ids, k: ~right_filter(ids, k),  # inverted: True = drop
+        lambda ids, k: right_filter(ids, k - 1),  # drops runs of exactly max_run
+        lambda ids, k: right_filter(ids, k + 1),  # keeps runs of max_run + 1
+        lambda ids, k: right_filter(ids, k).astype(int),  # not a bool mask
+        lambda ids, k: np.array([len(set(r.tolist())) > 1 for r in ids]),  # only all-equal rows
+        lambda ids, k: right_filter(ids, k)[:1],  # wrong shape
+    ],
+)
+def test_loop_filter_rejects_wrong_answers(wrong):
+    with pytest.raises(GradingError):
+        check_loop_filter(wrong)
