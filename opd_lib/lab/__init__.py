@@ -1,4 +1,5 @@
-"""The lab: offline tokenizers, tiny or real Qwen3 teacher/student pairs, and preflight checks."""
+"""The lab: offline tokenizers, tiny or real Qwen3 teacher/student pairs, preflight checks,
+verifiable tasks, and one trainer for every method (``python -m opd_lib.lab --help``)."""
 
 from opd_lib.lab.models import ModelPair, load_qwen3_pair, tiny_qwen3, tiny_qwen3_pair
 from opd_lib.lab.preflight import (
@@ -8,9 +9,24 @@ from opd_lib.lab.preflight import (
     preflight,
     sanity_check,
 )
+from opd_lib.lab.presets import PRESETS, preset
+from opd_lib.lab.tasks import ALPHABET, GSM8K, Reverse, RunningSum, make_examples
 from opd_lib.lab.tokenizers import char_tokenizer, qwen3_tokenizer
+from opd_lib.lab.trainer import METHODS, Config, Trainer, prepare_pair, train
 
 __all__ = [
+    "ALPHABET",
+    "Config",
+    "GSM8K",
+    "METHODS",
+    "PRESETS",
+    "Reverse",
+    "RunningSum",
+    "Trainer",
+    "make_examples",
+    "prepare_pair",
+    "preset",
+    "train",
     "ModelPair",
     "PaddedVocabularyWarning",
     "PreflightError",

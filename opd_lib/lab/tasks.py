@@ -1,0 +1,367 @@
+"""The lab's tasks: a verifiable running-sum task with a chain-length knob, a retention task, GSM8K.
+
+**Running sum mod 10** (``RunningSum``). The prompt lists ``k`` digits (``k`` is the chain length);
+the completion is a worked trace with one step per digit after the first, then the answer::
+
+    user:      sum 3452
+    assistant: 3+4=7,7+5=2,2+2=4#4
+
+Every step is checkable on its own (``a`` is the previous result, ``b`` the next digit of the
+prompt, ``c = (a + b) mod 10``), so the verifier reports the answer, the whole trace, and the
+number of wrong steps (a per-step error rate ``eps`` to set beside the chain length ``T``).
+
+**Recovery** (``perturbed``). A teacher that has only seen perfect traces does not know what to do
+after a mistake. ``RunningSum.perturbed`` writes a wrong result into one step and continues the
+trace *correctly* from there: the next step starts from ``(a + b) mod 10`` of the broken step,
+which is computable from that step alone. The broken prefix is excluded from the loss
+(``Example.prefix``), so a teacher trained on such data learns to recover, not to make mistakes.
+
+**Retention** (``Reverse``): reverse a short lowercase string. The student learns it before
+distillation; its accuracy afterwards measures forgetting.
+
+**GSM8K** (hub mode): ``load_gsm8k`` (``datasets.load_dataset("openai/gsm8k", "main")``) and an
+answer checker built on the ``#### 42`` convention.
+
+Prompts are rendered with the tokenizer's chat template (``render_prompt``) so the same code runs
+with the character tokenizer (alphabet ``ALPHABET``) and with Qwen3's.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from opd_lib.lab.tokenizers import DEFAULT_ALPHABET
+
+__all__ = [
+    "ALPHABET",
+    "Example",
+    "GSM8K",
+    "Reverse",
+    "RunningSum",
+    "Task",
+    "Verdict",
+    "extract_gsm8k_answer",
+    "get_task",
+    "gsm8k_correct",
+    "load_gsm8k",
+    "make_examples",
+    "render_prompt",
+]
+
+ALPHABET = DEFAULT_ALPHABET + "#"
+"""The character tokenizer's alphabet for the lab: ``char_tokenizer(ALPHABET)``."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt and its reference completion.
+
+    ``prompt`` is the user message (not yet chat-rendered); ``completion`` the target text,
+    without EOS. ``prefix`` is a part of ``completion`` at its start that is context, not target
+    (a perturbed trace's broken steps): it is fed to the model but excluded from the loss.
+    ``hint`` is privileged context for a hinted self-teacher (OPSD); ``length`` the chain length.
+    """
+
+    task: str
+    prompt: str
+    completion: str
+    answer: str
+    hint: str = ""
+    length: int = 0
+    prefix: str = ""
+    data: tuple = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.completion.startswith(self.prefix):
+            raise ValueError("prefix must be the start of the completion")
+
+    @property
+    def target(self) -> str:
+        """The part of the completion that is trained on."""
+        return self.completion[len(self.prefix) :]
+
+    def hinted_prompt(self) -> str:
+        """The prompt with the hint appended: what an OPSD self-teacher sees."""
+        return f"{self.prompt} {self.hint}" if self.hint else self.prompt
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a verifier found. ``correct``: the final answer is right (the RL reward).
+    ``trace_ok``: every step is right and the format is exact. ``n_steps``/``n_bad_steps``: steps
+    expected and steps wrong (missing or unparsable steps count as wrong)."""
+
+    correct: bool
+    trace_ok: bool
+    n_steps: int = 0
+    n_bad_steps: int = 0
+
+    @property
+    def reward(self) -> float:
+        return 1.0 if self.correct else 0.0
+
+
+class Task(Protocol):
+    name: str
+
+    def sample(self, rng: random.Random, length: int | None = None) -> Example: ...
+
+    def verify(self, example: Example, text: str) -> Verdict: ...
+
+
+def render_prompt(tokenizer, content: str) -> str:
+    """The chat-rendered prompt text for one user message, ending with the assistant header.
+
+    ``enable_thinking=False`` is passed along (Qwen3's template then writes an empty think block;
+    the character tokenizer's template ignores it)."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=False,
+    )
+
+
+# -------------------------------------------------------------------------------- running sum
+
+
+def _check_lengths(min_len: int, max_len: int) -> None:
+    if not (isinstance(min_len, int) and isinstance(max_len, int) and 2 <= min_len <= max_len):
+        raise ValueError(f"need integer lengths 2 <= min_len <= max_len, got {min_len}, {max_len}")
+
+
+@dataclass(frozen=True)
+class RunningSum:
+    """Running sum mod 10 over ``length`` digits (``min_len..max_len``), with a worked trace.
+
+    ``hint``: what the hinted prompt reveals, ``"answer"`` (``(answer 4)``) or ``"trace"`` (the
+    whole reference trace).
+    """
+
+    min_len: int = 2
+    max_len: int = 6
+    hint: str = "trace"
+    name: str = "sum"
+
+    def __post_init__(self) -> None:
+        _check_lengths(self.min_len, self.max_len)
+        if self.hint not in ("answer", "trace"):
+            raise ValueError(f"hint must be 'answer' or 'trace', got {self.hint!r}")
+
+    @staticmethod
+    def trace(digits: Sequence[int]) -> tuple[list[str], int]:
+        """The steps ``"a+b=c"`` and the final value for ``digits``."""
+        acc, steps = digits[0], []
+        for d in digits[1:]:
+            new = (acc + d) % 10
+            steps.append(f"{acc}+{d}={new}")
+            acc = new
+        return steps, acc
+
+    def from_digits(self, digits: Sequence[int]) -> Example:
+        digits = tuple(int(d) for d in digits)
+        if len(digits) < 2 or any(not 0 <= d <= 9 for d in digits):
+            raise ValueError(f"need at least two digits 0-9, got {digits}")
+        steps, answer = self.trace(digits)
+        completion = ",".join(steps) + f"#{answer}"
+        hint = f"(answer {answer})" if self.hint == "answer" else f"(trace {completion})"
+        return Example(
+            task=self.name,
+            prompt="sum " + "".join(map(str, digits)),
+            completion=completion,
+            answer=str(answer),
+            hint=hint,
+            length=len(digits),
+            data=digits,
+        )
+
+    def sample(self, rng: random.Random, length: int | None = None) -> Example:
+        k = rng.randint(self.min_len, self.max_len) if length is None else length
+        if k < 2:
+            raise ValueError(f"chain length must be >= 2, got {k}")
+        return self.from_digits([rng.randrange(10) for _ in range(k)])
+
+    def perturbed(self, example: Example, rng: random.Random) -> Example:
+        """``example`` with one step's result made wrong and the trace recovering after it.
+
+        The broken step ``a+b=c'`` (``c' != (a+b) mod 10``) is followed by the correct
+        continuation from ``(a + b) mod 10``; everything up to and including the broken step is
+        the ``prefix`` (context, not target). Only the last step can't be broken: nothing would
+        follow to recover.
+        """
+        digits = example.data
+        steps, answer = self.trace(digits)
+        if len(steps) < 2:
+            return example
+        i = rng.randrange(len(steps) - 1)
+        a, rest = steps[i].split("+")
+        b, c = rest.split("=")
+        wrong = (int(c) + rng.randint(1, 9)) % 10
+        broken = f"{a}+{b}={wrong}"
+        prefix = ",".join(steps[:i] + [broken]) + ","
+        completion = prefix + ",".join(steps[i + 1 :]) + f"#{answer}"
+        return replace(example, completion=completion, prefix=prefix)
+
+    def verify(self, example: Example, text: str) -> Verdict:
+        """Exact check of a trace ``"a+b=c,...#ans"`` against ``example``'s digits.
+
+        A step is right when ``a`` is the true running value, ``b`` the next prompt digit and
+        ``c = (a + b) mod 10``. ``correct`` needs only the right answer after the last ``#``.
+        """
+        digits = example.data
+        n_steps = len(digits) - 1
+        body, sep, ans = text.strip().rpartition("#")
+        correct = bool(sep) and ans.strip() == example.answer
+        if not sep:
+            body = text.strip()
+        parts = body.split(",") if body else []
+        acc, bad = digits[0], 0
+        for j in range(n_steps):
+            ok = False
+            if j < len(parts):
+                m = re.fullmatch(r"(\d)\+(\d)=(\d)", parts[j])
+                if m:
+                    a, b, c = (int(g) for g in m.groups())
+                    ok = a == acc and b == digits[j + 1] and c == (a + b) % 10
+            acc = (acc + digits[j + 1]) % 10
+            bad += not ok
+        well_formed = bool(sep) and len(parts) == n_steps
+        return Verdict(correct, correct and well_formed and bad == 0, n_steps, bad)
+
+
+# -------------------------------------------------------------------------------- retention
+
+
+@dataclass(frozen=True)
+class Reverse:
+    """Retention task: reverse a lowercase string of ``min_len..max_len`` letters."""
+
+    min_len: int = 3
+    max_len: int = 6
+    name: str = "rev"
+
+    def __post_init__(self) -> None:
+        _check_lengths(max(self.min_len, 2), self.max_len)
+
+    def sample(self, rng: random.Random, length: int | None = None) -> Example:
+        k = rng.randint(self.min_len, self.max_len) if length is None else length
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(k))
+        return Example(
+            task=self.name,
+            prompt="rev " + word,
+            completion=word[::-1],
+            answer=word[::-1],
+            hint=f"(answer {word[::-1]})",
+            length=k,
+            data=(word,),
+        )
+
+    def verify(self, example: Example, text: str) -> Verdict:
+        ok = text.strip() == example.answer
+        return Verdict(ok, ok, 1, 0 if ok else 1)
+
+
+# -------------------------------------------------------------------------------- GSM8K
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _normalise_number(s: str) -> str:
+    s = s.replace(",", "").replace("$", "").strip().rstrip(".")
+    try:
+        value = float(s)
+    except ValueError:
+        return s
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def extract_gsm8k_answer(text: str) -> str | None:
+    """The final answer of a GSM8K solution: the number after ``####`` (commas removed), or, for
+    model output without ``####``, the last number in the text; ``None`` when there is none."""
+    if "####" in text:
+        tail = text.rsplit("####", 1)[1]
+        m = _NUMBER.search(tail)
+        return _normalise_number(m.group()) if m else None
+    numbers = _NUMBER.findall(text)
+    return _normalise_number(numbers[-1]) if numbers else None
+
+
+def gsm8k_correct(text: str, answer: str) -> bool:
+    """Whether ``text``'s extracted final answer equals ``answer`` (numerically normalised)."""
+    got = extract_gsm8k_answer(text)
+    return got is not None and got == _normalise_number(answer)
+
+
+@dataclass
+class GSM8K:
+    """GSM8K as a lab task (hub mode). ``examples`` come from :func:`load_gsm8k`."""
+
+    examples: list[Example]
+    name: str = "gsm8k"
+
+    def sample(self, rng: random.Random, length: int | None = None) -> Example:
+        return rng.choice(self.examples)
+
+    def verify(self, example: Example, text: str) -> Verdict:
+        ok = gsm8k_correct(text, example.answer)
+        return Verdict(ok, ok, 1, 0 if ok else 1)
+
+
+def gsm8k_example(question: str, solution: str) -> Example:
+    """An :class:`Example` from a GSM8K record (``question``, ``answer`` fields)."""
+    answer = extract_gsm8k_answer(solution)
+    if answer is None:
+        raise ValueError(f"no '#### <number>' answer in the solution: {solution[-80:]!r}")
+    return Example(
+        task="gsm8k",
+        prompt=question.strip(),
+        completion=solution.strip(),
+        answer=answer,
+        hint=f"(reference solution: {solution.strip()})",
+        length=solution.count("\n") + 1,
+    )
+
+
+def load_gsm8k(split: str = "train", limit: int | None = None) -> GSM8K:
+    """GSM8K from the Hugging Face hub (network or local cache). Hub mode only."""
+    from datasets import load_dataset
+
+    ds = load_dataset("openai/gsm8k", "main", split=split)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return GSM8K([gsm8k_example(r["question"], r["answer"]) for r in ds])
+
+
+# -------------------------------------------------------------------------------- helpers
+
+
+def get_task(name: str, **kwargs) -> Task:
+    """``"sum"`` -> :class:`RunningSum`, ``"rev"`` -> :class:`Reverse`, ``"gsm8k"`` -> hub."""
+    if name == "sum":
+        return RunningSum(**kwargs)
+    if name == "rev":
+        return Reverse(**kwargs)
+    if name == "gsm8k":
+        return load_gsm8k(**kwargs)
+    raise ValueError(f"unknown task {name!r}; expected 'sum', 'rev' or 'gsm8k'")
+
+
+def make_examples(
+    task: Task, n: int, seed: int, length: int | None = None, perturb: float = 0.0
+) -> list[Example]:
+    """``n`` examples from ``task`` drawn with ``random.Random(seed)``; with ``perturb > 0`` that
+    fraction of running-sum examples is replaced by :meth:`RunningSum.perturbed` versions."""
+    if not 0.0 <= perturb <= 1.0:
+        raise ValueError(f"perturb must be in [0, 1], got {perturb}")
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ex = task.sample(rng, length)
+        if perturb and isinstance(task, RunningSum) and rng.random() < perturb:
+            ex = task.perturbed(ex, rng)
+        out.append(ex)
+    return out
