@@ -167,21 +167,15 @@ def fit_student(
     teacher_logits = torch.as_tensor(np.log(p), dtype=torch.float64).view(1, 1, -1)
     params = torch.tensor([float(init_mean), float(np.log(init_std))], dtype=torch.float64)
     params.requires_grad_(True)
-    # Plain Adam, written out (torch.optim's first use imports the compiler stack: seconds).
-    m1 = torch.zeros_like(params)
-    m2 = torch.zeros_like(params)
-    b1, b2, adam_eps = 0.9, 0.999, 1e-8
+    optimiser = torch.optim.Adam([params], lr=lr)
     losses = np.empty(steps)
-    for i in range(1, steps + 1):
+    for i in range(steps):
         logits = gaussian_student_logits(xt, params[0], params[1]).view(1, 1, -1)
         loss = divergences.token_divergence(logits, teacher_logits, kind=divergence, beta=beta)
-        (grad,) = torch.autograd.grad(loss.sum(), params)
-        losses[i - 1] = loss.item()
-        with torch.no_grad():
-            m1.mul_(b1).add_(grad, alpha=1 - b1)
-            m2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            step = lr * (m1 / (1 - b1**i)) / ((m2 / (1 - b2**i)).sqrt() + adam_eps)
-            params -= step
+        optimiser.zero_grad()
+        loss.sum().backward()
+        optimiser.step()
+        losses[i] = loss.item()
     mean, log_std = params.detach()
     with torch.no_grad():
         probs = torch.softmax(gaussian_student_logits(xt, mean, log_std), dim=-1).numpy()

@@ -549,26 +549,6 @@ def verifier_bonus_optimum(p_teacher: np.ndarray, verifier: np.ndarray, beta: fl
 
 
 @_single_thread
-class _Adam:
-    """A minimal Adam on one tensor (``torch.optim`` costs seconds to import on a busy CPU)."""
-
-    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999)):
-        self.param, self.lr, self.betas, self.k = param, lr, betas, 0
-        self.m = torch.zeros_like(param)
-        self.v = torch.zeros_like(param)
-
-    @torch.no_grad()
-    def step(self, grad: torch.Tensor) -> None:
-        b1, b2 = self.betas
-        self.k += 1
-        self.m.mul_(b1).add_((1 - b1) * grad)
-        self.v.mul_(b2).add_((1 - b2) * grad * grad)
-        m_hat = self.m / (1 - b1**self.k)
-        v_hat = self.v / (1 - b2**self.k)
-        self.param -= self.lr * m_hat / (v_hat.sqrt() + 1e-12)
-
-
-@_single_thread
 def optimise_exact(
     p_teacher: np.ndarray,
     form: Literal["paper", "seed"],
@@ -595,12 +575,13 @@ def optimise_exact(
     else:
         raise ValueError(f"form must be 'paper' or 'seed', got {form!r}")
     z = torch.zeros_like(pt, requires_grad=True)
-    opt = _Adam(z, lr)
+    opt = torch.optim.Adam([z], lr=lr)
     for _ in range(steps):
         logpi = F.log_softmax(z, -1)
         objective = (logpi.exp() * (reward - (logpi - pr))).sum()
-        (grad,) = torch.autograd.grad(-objective, z)
-        opt.step(grad)
+        opt.zero_grad()
+        (-objective).backward()
+        opt.step()
     return F.softmax(z.detach(), -1).numpy()
 
 
@@ -637,7 +618,7 @@ def optimise_sampled(
     if batch < 2:
         raise ValueError(f"batch must be >= 2 for the leave-one-out baseline, got {batch}")
     z = torch.zeros_like(lt, requires_grad=True)
-    opt = _Adam(z, lr)
+    opt = torch.optim.Adam([z], lr=lr)
     mask = torch.ones((batch, 1), dtype=torch.bool)
     for _ in range(steps):
         logpi = F.log_softmax(z, -1)
@@ -650,6 +631,7 @@ def optimise_sampled(
             r = pg.verifier_augmented_reward(lt[y, None], R[y], coef, mask) - logp.detach()
         loo = (r.sum() - r) / (batch - 1)
         loss = pg.reinforce_loss(logp, r, mask, baseline=loo)
-        (grad,) = torch.autograd.grad(loss, z)
-        opt.step(grad)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return F.softmax(z.detach(), -1).numpy()
