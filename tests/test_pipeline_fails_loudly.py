@@ -38,6 +38,7 @@ def make_project(tmp_path: Path, body: str) -> Path:
     )
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
     shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "tools").symlink_to(ROOT / "tools")  # the book's Sphinx extension lives there
     return tmp_path
 
 
