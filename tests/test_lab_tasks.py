@@ -136,3 +136,18 @@ def test_gsm8k_answer_extraction_and_checker():
     assert ex.answer == "72" and ex.task == "gsm8k" and "72" in ex.hint
     with pytest.raises(ValueError, match="####"):
         gsm8k_example("q", "no answer line")
+
+
+def test_tagged_style_format_verifier_and_perturbation():
+    task = RunningSum(2, 6, style="tagged")
+    ex = task.from_digits([3, 4, 5, 2])
+    assert ex.prompt == "sum a3b4c5d2" and ex.completion == "3+b4=7,7+c5=2,2+d2=4#4"
+    assert task.verify(ex, ex.completion).trace_ok
+    assert task.verify(ex, "3+c4=7,7+c5=2,2+d2=4#4").n_bad_steps == 1  # wrong tag
+    assert task.verify(ex, "3+4=7,7+5=2,2+2=4#4").n_bad_steps == 3  # plain steps don't count
+    for e in make_examples(task, 50, seed=5, length=5):
+        p = task.perturbed(e, random.Random(0))
+        v = task.verify(p, p.completion)
+        assert v.correct and v.n_bad_steps == 1
+    with pytest.raises(ValueError, match="style"):
+        RunningSum(style="fancy")

@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_overrides", "report"]
+__all__ = ["cost_to_target", "main", "parse_overrides", "report"]
 
 # flag -> Config field, for the most used knobs (everything else: --set key=value)
 _FLAGS = {
@@ -211,6 +211,27 @@ def report(root: str | Path, out: str | Path | None = None, figures: bool = True
     (out / "report.md").write_text(markdown + "\n")
     paths = _figures(runs, out) if figures else []
     return {"runs": runs, "groups": group_rows, "markdown": markdown, "figures": paths}
+
+
+def cost_to_target(records: list[dict], target: float, key: str = "acc") -> dict[str, float]:
+    """FLOPs, wall seconds and step at the first evaluation where ``key >= target``, from one
+    run's records (``metrics.jsonl``); ``inf`` everywhere when the run never got there.
+
+    Wall time is the training time logged by the last train step at or before that evaluation
+    (evaluation time is not counted)."""
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"target must be in [0, 1], got {target}")
+    wall = {r["step"]: r["wall_s"] for r in records if r.get("type") == "train"}
+    for r in records:
+        if r.get("type") == "eval" and r.get(key, -1.0) >= target:
+            step = r["step"]
+            before = [s for s in wall if s <= step]
+            return {
+                "step": float(step),
+                "flops": float(r.get("flops", 0.0)),
+                "wall_s": float(wall[max(before)]) if before else 0.0,
+            }
+    return {"step": math.inf, "flops": math.inf, "wall_s": math.inf}
 
 
 def _figures(runs: list[dict], out: Path) -> list[str]:

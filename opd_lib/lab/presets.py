@@ -1,4 +1,6 @@
-"""Named configurations: ``tiny`` (CI and the book build: seconds), ``full`` (the chapter's tables
+"""Named configurations: ``tiny`` (CI and the book build: seconds), ``small`` (the chapter's
+committed results: a 2-layer teacher that learns the tagged running sum in about a minute on one
+CPU thread, then short runs per method), ``full`` (the chapter's tables
 on a laptop CPU), ``gpu`` (bigger tiny-Qwen3 pairs, longer chains, one GPU) and ``hub``
 (``Qwen/Qwen3-0.6B`` distilled from ``Qwen/Qwen3-1.7B`` on GSM8K, e.g. in Colab)."""
 
@@ -12,6 +14,7 @@ __all__ = ["PRESETS", "preset"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
+        trace_style="tagged",
         steps=8,
         min_len=2,
         max_len=4,
@@ -32,7 +35,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         checkpoint_every=4,
         threads=1,
     ),
+    "small": dict(
+        trace_style="tagged",
+        steps=60,
+        min_len=2,
+        max_len=6,
+        eval_lengths=(2, 4, 6),
+        eval_size=32,
+        teacher_layers=2,
+        teacher_hidden=64,
+        student_layers=1,
+        student_hidden=48,
+        teacher_steps=900,
+        teacher_perturb=0.0,
+        student_init_steps=200,
+        student_init_max_len=6,
+        init_batch_size=32,
+        batch_size=16,
+        micro_batch_size=16,
+        group_size=4,
+        lr=2e-3,
+        eval_every=10,
+        checkpoint_every=20,
+        threads=1,
+    ),
     "full": dict(
+        trace_style="tagged",
         steps=150,
         min_len=2,
         max_len=8,
@@ -54,6 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         threads=1,
     ),
     "gpu": dict(
+        trace_style="tagged",
         device="cuda",
         steps=1000,
         min_len=2,

@@ -129,6 +129,12 @@ def render_prompt(tokenizer, content: str) -> str:
 # -------------------------------------------------------------------------------- running sum
 
 
+STYLES = ("plain", "tagged")
+_TAGS = "abcdefghijklmnopqrstuvwxyz"
+_PLAIN_STEP = re.compile(r"(?P<a>\d)\+(?P<b>\d)=(?P<c>\d)")
+_TAGGED_STEP = re.compile(r"(?P<a>\d)\+(?P<tag>[a-z])(?P<b>\d)=(?P<c>\d)")
+
+
 def _check_lengths(min_len: int, max_len: int) -> None:
     if not (isinstance(min_len, int) and isinstance(max_len, int) and 2 <= min_len <= max_len):
         raise ValueError(f"need integer lengths 2 <= min_len <= max_len, got {min_len}, {max_len}")
@@ -146,32 +152,45 @@ class RunningSum:
     max_len: int = 6
     hint: str = "trace"
     name: str = "sum"
+    style: str = "plain"
 
     def __post_init__(self) -> None:
         _check_lengths(self.min_len, self.max_len)
         if self.hint not in ("answer", "trace"):
             raise ValueError(f"hint must be 'answer' or 'trace', got {self.hint!r}")
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if self.style == "tagged" and self.max_len > len(_TAGS):
+            raise ValueError(f"the tagged style labels at most {len(_TAGS)} digits")
 
     @staticmethod
-    def trace(digits: Sequence[int]) -> tuple[list[str], int]:
-        """The steps ``"a+b=c"`` and the final value for ``digits``."""
+    def trace(digits: Sequence[int], style: str = "plain") -> tuple[list[str], int]:
+        """The steps (``"a+b=c"``, or ``"a+Lb=c"`` with the digit's tag ``L`` in the tagged
+        style) and the final value for ``digits``."""
         acc, steps = digits[0], []
-        for d in digits[1:]:
+        for i, d in enumerate(digits[1:], start=1):
             new = (acc + d) % 10
-            steps.append(f"{acc}+{d}={new}")
+            tag = _TAGS[i] if style == "tagged" else ""
+            steps.append(f"{acc}+{tag}{d}={new}")
             acc = new
         return steps, acc
+
+    def render(self, digits: Sequence[int]) -> str:
+        """The prompt for ``digits``: ``"sum 3452"`` or, tagged, ``"sum a3b4c5d2"``."""
+        if self.style == "tagged":
+            return "sum " + "".join(f"{_TAGS[i]}{d}" for i, d in enumerate(digits))
+        return "sum " + "".join(map(str, digits))
 
     def from_digits(self, digits: Sequence[int]) -> Example:
         digits = tuple(int(d) for d in digits)
         if len(digits) < 2 or any(not 0 <= d <= 9 for d in digits):
             raise ValueError(f"need at least two digits 0-9, got {digits}")
-        steps, answer = self.trace(digits)
+        steps, answer = self.trace(digits, self.style)
         completion = ",".join(steps) + f"#{answer}"
         hint = f"(answer {answer})" if self.hint == "answer" else f"(trace {completion})"
         return Example(
             task=self.name,
-            prompt="sum " + "".join(map(str, digits)),
+            prompt=self.render(digits),
             completion=completion,
             answer=str(answer),
             hint=hint,
@@ -194,7 +213,7 @@ class RunningSum:
         follow to recover.
         """
         digits = example.data
-        steps, answer = self.trace(digits)
+        steps, answer = self.trace(digits, self.style)
         if len(steps) < 2:
             return example
         i = rng.randrange(len(steps) - 1)
@@ -214,6 +233,8 @@ class RunningSum:
         """
         digits = example.data
         n_steps = len(digits) - 1
+        tagged = self.style == "tagged"
+        step_re = _TAGGED_STEP if tagged else _PLAIN_STEP
         body, sep, ans = text.strip().rpartition("#")
         correct = bool(sep) and ans.strip() == example.answer
         if not sep:
@@ -223,10 +244,11 @@ class RunningSum:
         for j in range(n_steps):
             ok = False
             if j < len(parts):
-                m = re.fullmatch(r"(\d)\+(\d)=(\d)", parts[j])
+                m = re.fullmatch(step_re, parts[j])
                 if m:
-                    a, b, c = (int(g) for g in m.groups())
+                    a, b, c = (int(g) for g in m.group("a", "b", "c"))
                     ok = a == acc and b == digits[j + 1] and c == (a + b) % 10
+                    ok = ok and (tagged is False or m.group("tag") == _TAGS[j + 1])
             acc = (acc + digits[j + 1]) % 10
             bad += not ok
         well_formed = bool(sep) and len(parts) == n_steps

@@ -82,6 +82,7 @@ _CHOICES = {
     "model": ("tiny", "hub"),
     "task": ("sum", "gsm8k"),
     "hint": ("answer", "trace"),
+    "trace_style": ("plain", "tagged"),
 }
 
 
@@ -100,6 +101,7 @@ class Config:
     eval_size: int = 16  # eval prompts per chain length
     retention: bool = True  # evaluate the retention task (reverse a string)
     hint: str = "trace"  # what the OPSD hint reveals: "answer" or the whole "trace"
+    trace_style: str = "plain"  # running-sum format: "plain" (sum 3452) or "tagged" (sum a3b4c5d2)
     # models
     model: str = "tiny"  # "tiny" (from scratch, offline) or "hub" (Qwen3 from the hub)
     teacher_layers: int = 2
@@ -182,7 +184,7 @@ class Config:
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0 (0 = auto), got {self.max_new_tokens}")
         if self.task == "sum":
-            RunningSum(self.min_len, self.max_len)  # validates the lengths
+            RunningSum(self.min_len, self.max_len, style=self.trace_style)  # validates lengths
             if any(k < 2 for k in self.eval_lengths) or not self.eval_lengths:
                 raise ValueError(f"eval_lengths must be >= 2, got {self.eval_lengths}")
         if self.model == "tiny" and self.task != "sum":
@@ -358,7 +360,7 @@ def train_supervised(
 _PAIR_KEYS = (
     "teacher_layers teacher_hidden teacher_heads student_layers student_hidden student_heads "
     "model_seed min_len max_len teacher_steps teacher_perturb student_init_steps "
-    "student_init_max_len student_init_task_frac init_lr init_batch_size hint"
+    "student_init_max_len student_init_task_frac init_lr init_batch_size hint trace_style"
 ).split()
 
 
@@ -385,8 +387,9 @@ def prepare_pair(config: Config, cache_dir: str | Path | None = None):
         pair.teacher.load_state_dict(state["teacher"])
         pair.student.load_state_dict(state["student"])
         return pair
-    task = RunningSum(config.min_len, config.max_len, hint=config.hint)
-    warm = RunningSum(2, max(2, min(config.student_init_max_len, config.max_len)))
+    style = config.trace_style
+    task = RunningSum(config.min_len, config.max_len, hint=config.hint, style=style)
+    warm = RunningSum(2, max(2, min(config.student_init_max_len, config.max_len)), style=style)
     retention = Reverse()
 
     def teacher_sample(rng):
@@ -444,7 +447,7 @@ class Trainer:
         self.student.zero_grad(set_to_none=True)  # no stale gradients from earlier training
         # tasks and a fixed evaluation set (same for every seed and method)
         if c.task == "sum":
-            self.task = RunningSum(c.min_len, c.max_len, hint=c.hint)
+            self.task = RunningSum(c.min_len, c.max_len, hint=c.hint, style=c.trace_style)
             self.eval_sets = {
                 f"len{k}": make_examples(self.task, c.eval_size, 10_000 + k, length=k)
                 for k in c.eval_lengths

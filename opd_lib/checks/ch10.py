@@ -1,0 +1,51 @@
+"""Chapter 10 graders."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from opd_lib.checks import GradingError, compare_number, passed
+from opd_lib.lab.cli import cost_to_target
+
+
+def _random_run(rng: np.random.Generator, n_steps: int) -> list[dict]:
+    records, flops, wall = [], 0.0, 0.0
+    records.append({"type": "eval", "step": 0, "flops": 0.0, "acc": float(rng.uniform(0, 0.3))})
+    for step in range(1, n_steps + 1):
+        flops += float(rng.uniform(1e6, 5e6))
+        wall += float(rng.uniform(0.05, 0.5))
+        records.append({"type": "train", "step": step, "wall_s": wall, "flops": flops})
+        if step % 3 == 0:
+            acc = float(rng.uniform(0, 1))
+            records.append({"type": "eval", "step": step, "flops": flops, "acc": acc})
+    return records
+
+
+def check_steps_to_target(fn: Callable[[list[dict], float], float], *, seed: int = 0) -> bool:
+    """Chapter 10: ``fn(records, target)`` must return the step of the first evaluation record
+    (``type == "eval"``) whose ``acc`` is at least ``target``, or ``math.inf`` if none is."""
+    rng = np.random.default_rng(seed)
+    fixed = [
+        {"type": "eval", "step": 0, "acc": 0.1, "flops": 0.0},
+        {"type": "train", "step": 1, "acc": 0.99, "wall_s": 1.0, "flops": 1.0},  # not an eval
+        {"type": "eval", "step": 5, "acc": 0.5, "flops": 5.0},
+        {"type": "eval", "step": 10, "acc": 0.8, "flops": 9.0},
+        {"type": "eval", "step": 15, "acc": 0.7, "flops": 12.0},
+    ]
+    cases = [(fixed, 0.5), (fixed, 0.8), (fixed, 0.05), (fixed, 0.95), (fixed, 0.75)]
+    cases += [(_random_run(rng, 30), float(rng.uniform(0.2, 1.0))) for _ in range(20)]
+    for records, target in cases:
+        expected = cost_to_target(records, target)["step"]
+        got = fn(records, target)
+        label = f" at target {target:.2f}"
+        if math.isinf(expected):
+            if not (isinstance(got, (int, float)) and math.isinf(got)):
+                raise GradingError(
+                    f"steps_to_target{label}: never reached, expected inf, got {got!r}"
+                )
+            continue
+        compare_number("steps_to_target", got, expected, label, rtol=0)
+    return passed("steps_to_target")
