@@ -178,3 +178,23 @@ def test_bad_config_raises_clear_errors(kw, match):
         Config(**kw)
     with pytest.raises(ValueError, match="unknown config keys"):
         Config.from_dict({"not_a_field": 1})
+
+
+def test_init_schedule_settings_key_the_cached_pair_and_are_validated():
+    """The teacher's curriculum and lr schedule change what ``prepare_pair`` caches."""
+    from opd_lib.lab.trainer import pair_key
+
+    base = Config(progress=False)
+    for kw in (dict(init_curriculum=0.3), dict(init_cosine=True), dict(init_warmup=100)):
+        assert pair_key(Config(progress=False, **kw)) != pair_key(base)
+    with pytest.raises(ValueError, match="init_curriculum"):
+        Config(init_curriculum=1.5)
+
+
+def test_cosine_schedule_trains(pair):
+    """``train_supervised`` with warm-up + cosine decay runs and returns one loss per step."""
+    model = copy.deepcopy(pair.student)
+    sample = Trainer(Config(min_len=2, max_len=3, progress=False), pair).task.sample
+    losses = train_supervised(model, pair.tokenizer, sample, steps=4, batch_size=4, lr=1e-2,
+                              seed=0, warmup=2, cosine=True)  # fmt: skip
+    assert len(losses) == 4 and all(x == x for x in losses)

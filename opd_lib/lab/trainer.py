@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -123,6 +124,9 @@ class Config:
     student_init_task_frac: float = 0.5  # rest: the retention task
     init_lr: float = 3e-3
     init_batch_size: int = 32
+    init_curriculum: float = 0.0  # share of teacher/warm-up steps whose longest chain grows
+    init_cosine: bool = False  # teacher/warm-up lr: warm-up then cosine decay (else constant)
+    init_warmup: int = 20  # teacher/warm-up lr warm-up steps
     # optimisation
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -162,7 +166,8 @@ class Config:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("lam", "beta", "teacher_perturb", "student_init_task_frac", "ema_decay"):
+        names = ("lam", "beta", "teacher_perturb", "init_curriculum", "student_init_task_frac")
+        for name in names + ("ema_decay",):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -333,15 +338,24 @@ def train_supervised(
     seed: int,
     progress: bool = False,
     desc: str = "sft",
+    warmup: int = 20,
+    cosine: bool = False,
 ) -> list[float]:
     """Plain SFT from scratch: ``steps`` AdamW steps on ``batch_size`` examples from
     ``sample(rng)``; returns the losses. Used to train the tiny teacher (seconds on CPU) and to warm
-    up the student. Touches no global RNG (its own ``random.Random(seed)``)."""
+    up the student. The learning rate rises linearly over ``warmup`` steps, then stays (or, with
+    ``cosine``, decays to a tenth of ``lr`` by the last step). Touches no global RNG (its own
+    ``random.Random(seed)``)."""
     rng = random.Random(seed)
     model.requires_grad_(True).train()
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
+
+    def lr_factor(s: int) -> float:
+        decay = 0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)) if cosine else 1.0
+        return min(1.0, (s + 1) / max(1, warmup)) * decay
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     losses = []
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
         b = encode(tokenizer, [sample(rng) for _ in range(batch_size)], device)
@@ -359,7 +373,8 @@ def train_supervised(
 
 _PAIR_KEYS = (
     "teacher_layers teacher_hidden teacher_heads student_layers student_hidden student_heads "
-    "model_seed min_len max_len teacher_steps teacher_perturb student_init_steps "
+    "model_seed min_len max_len teacher_steps teacher_perturb init_curriculum init_cosine "
+    "init_warmup student_init_steps "
     "student_init_max_len student_init_task_frac init_lr init_batch_size hint trace_style"
 ).split()
 
@@ -392,16 +407,41 @@ def prepare_pair(config: Config, cache_dir: str | Path | None = None):
     warm = RunningSum(2, max(2, min(config.student_init_max_len, config.max_len)), style=style)
     retention = Reverse()
 
+    def growing(task: RunningSum, steps: int):
+        """``task.sample`` with a length curriculum: for the first ``init_curriculum`` share of
+        ``steps`` the longest chain grows from ``min_len + 1`` towards ``max_len``, then the full
+        range. ``train_supervised`` draws ``init_batch_size`` examples per step, in order."""
+        calls, grow = itertools.count(), config.init_curriculum * steps
+        lo, span = task.min_len, task.max_len - task.min_len
+
+        def sample(rng):
+            step = next(calls) // config.init_batch_size
+            if step >= grow or span < 2:
+                return task.sample(rng)
+            top = lo + max(1, int(step / grow * span))
+            return task.sample(rng, rng.randint(lo, top))
+
+        return sample
+
+    teacher_chain = growing(task, config.teacher_steps)
+    warm_chain = growing(warm, config.student_init_steps)
+
     def teacher_sample(rng):
-        ex = task.sample(rng)
+        ex = teacher_chain(rng)
         return task.perturbed(ex, rng) if rng.random() < config.teacher_perturb else ex
 
     def student_sample(rng):
         if rng.random() < config.student_init_task_frac:
-            return warm.sample(rng)
+            return warm_chain(rng)
         return retention.sample(rng)
 
-    common = dict(batch_size=config.init_batch_size, lr=config.init_lr, progress=config.progress)
+    common = dict(
+        batch_size=config.init_batch_size,
+        lr=config.init_lr,
+        progress=config.progress,
+        warmup=config.init_warmup,
+        cosine=config.init_cosine,
+    )
     train_supervised(
         pair.teacher,
         pair.tokenizer,
