@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from opd_lib.divergences import token_divergence
-from opd_lib.sampling import completion_mask, sample_completions
+from opd_lib.sampling import completion_mask, sample_completions, special_token_ids
 
 __all__ = [
     "GKDBatch",
@@ -204,13 +204,7 @@ def gkd_step(
         raise ValueError(f"batch must be a GKDBatch, got {type(batch).__name__}")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
-    config = getattr(student, "config", None)
-    if eos_token_id is None:
-        eos_token_id = getattr(config, "eos_token_id", None)
-    if eos_token_id is None:
-        raise ValueError("eos_token_id is needed (the student's config has none)")
-    if pad_token_id is None:
-        pad_token_id = getattr(config, "pad_token_id", None)
+    eos_token_id, pad_token_id = special_token_ids(student, eos_token_id, pad_token_id)
 
     source = choose_source(lam, seq_kd, generator)
     if source == "data":

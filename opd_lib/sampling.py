@@ -117,3 +117,17 @@ def sample_completions(
         past = out.past_key_values
         logits = out.logits[:, -1, :]
     return tokens
+
+
+def special_token_ids(
+    model: torch.nn.Module, eos_token_id: int | None, pad_token_id: int | None
+) -> tuple[int, int | None]:
+    """(eos, pad) ids: the given ones, else the model config's; raises if there is no EOS id."""
+    config = getattr(model, "config", None)
+    if eos_token_id is None:
+        eos_token_id = getattr(config, "eos_token_id", None)
+    if eos_token_id is None:
+        raise ValueError("eos_token_id is needed (the student's config has none)")
+    if pad_token_id is None:
+        pad_token_id = getattr(config, "pad_token_id", None)
+    return eos_token_id, pad_token_id

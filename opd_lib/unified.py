@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from opd_lib.gkd import GKDBatch, completion_logits
-from opd_lib.sampling import completion_mask, sample_completions
+from opd_lib.sampling import completion_mask, sample_completions, special_token_ids
 
 __all__ = [
     "PRESETS",
@@ -202,13 +202,7 @@ def meta_loss(
         raise ValueError("lam < 1 needs reward_fn (the sequence reward has weight 1 - lam)")
     if isinstance(baseline, str) and baseline != "mean":
         raise ValueError(f"baseline must be a number, a [B] tensor or 'mean', got {baseline!r}")
-    config = getattr(student, "config", None)
-    if eos_token_id is None:
-        eos_token_id = getattr(config, "eos_token_id", None)
-    if eos_token_id is None:
-        raise ValueError("eos_token_id is needed (the student's config has none)")
-    if pad_token_id is None:
-        pad_token_id = getattr(config, "pad_token_id", None)
+    eos_token_id, pad_token_id = special_token_ids(student, eos_token_id, pad_token_id)
     pad = eos_token_id if pad_token_id is None else pad_token_id
 
     n_rows = batch.prompt_ids.shape[0]
