@@ -283,6 +283,26 @@ class _ChunkedDivergence(torch.autograd.Function):
         return grad_student, grad_teacher, *(None,) * (5 + len(index))
 
 
+def check_mask(
+    mask: torch.Tensor, positions: tuple[int, ...] | torch.Size, nonempty: bool = False
+) -> None:
+    """Raise ``ValueError`` unless ``mask`` is a boolean tensor of shape ``positions``.
+
+    ``positions`` is the logits' shape without the vocabulary axis (``logits.shape[:-1]``).
+    With ``nonempty=True`` a mask that selects no token is an error too (for a mean over the
+    selected tokens). Shared by ``token_divergence`` and ``opd_lib.opsd.clip_pointwise``.
+    """
+    if mask.shape != tuple(positions):
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} does not match the logits' positions "
+            f"{tuple(positions)}"
+        )
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a boolean tensor, got {mask.dtype}")
+    if nonempty and not mask.any():
+        raise ValueError("mask selects no token")
+
+
 def _validate_logits(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None
 ) -> None:
@@ -299,15 +319,7 @@ def _validate_logits(
             f"logits must be [..., V] with positions, got {tuple(student_logits.shape)}"
         )
     if mask is not None:
-        if mask.shape != student_logits.shape[:-1]:
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} does not match the logits' positions "
-                f"{tuple(student_logits.shape[:-1])}"
-            )
-        if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a boolean tensor, got {mask.dtype}")
-        if not mask.any():
-            raise ValueError("mask selects no token")
+        check_mask(mask, student_logits.shape[:-1], nonempty=True)
 
 
 def _nan_error(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> ValueError:

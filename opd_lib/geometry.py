@@ -14,16 +14,15 @@ hand: *density* (does every token carry signal), *bias* (do the tokens pull one 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from opd_lib._threads import single_thread
 from opd_lib.gkd import GKDBatch, completion_logits
 from opd_lib.sampling import completion_mask
 
@@ -39,26 +38,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ the measurement
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Models this small run fastest on one thread; with several, a busy CPU slows them ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _single_threaded(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _one_thread():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def _resolve_params(model: torch.nn.Module, params) -> list[torch.Tensor]:
@@ -279,7 +258,7 @@ def train_student_teacher(student_steps: int = 60, teacher_steps: int = 90, seed
     model = tiny_qwen3(tokenizer, layers=2, hidden=64, heads=4, seed=seed)
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.0)
     student = copy.deepcopy(model) if student_steps == 0 else None
-    with _one_thread():
+    with single_thread():
         model.train()
         for step in range(teacher_steps):
             sd._train_step(model, tokenizer, opt, 24, seed * 100_003 + step + 1)
@@ -337,7 +316,7 @@ def _task_setup(student, tokenizer, n: int, seed: int):
     return prompts, hints, batch, samples, verifier
 
 
-@_single_threaded
+@single_thread()
 def preset_gradients(
     student, teacher, tokenizer, n: int = 32, seed: int = 1, presets=("sft", "rl", "opd", "opsd")
 ) -> GeometryRun:
@@ -387,7 +366,7 @@ def preset_gradients(
     return GeometryRun(grads, positions, sd.KEY_AT, stats, share, success, advs)
 
 
-@_single_threaded
+@single_thread()
 def batch_alignment(
     student,
     teacher,

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +27,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from opd_lib import bounds
+from opd_lib._threads import single_thread
 from opd_lib.plotting import CORRECT, OFF_POLICY, ON_POLICY, WRONG
 
 CSS_CLASS = "opd-interactive"
@@ -314,7 +314,7 @@ def fdiv_morph_figure(
     frames = []
     for beta in (float(b) for b in betas):
         kind = {0.0: "fkl", 1.0: "rkl"}.get(beta, "jsd")
-        with _one_torch_thread():
+        with single_thread():
             fit = fdiv.fit_student(teacher.probs, teacher.x, kind, beta=beta, init_mean=init_mean)
         s = fdiv.mode_summary(teacher, fit.probs)
         student = _line(teacher.x, fit.probs, "student (one Gaussian)", ON_POLICY)
@@ -406,7 +406,7 @@ def pivot_clipping_figure(
     names = {"none": "no clip", "token": "per-token clip", "pointwise": "point-wise clip"}
     frames = []
     for cap in (float(c) for c in caps):
-        with _one_torch_thread():
+        with single_thread():
             cmp = sd.clipped_updates(student, teacher, max_value=cap)
         traces, titles = [], []
         for col, mode in enumerate(("none", "token", "pointwise"), start=1):
@@ -441,20 +441,6 @@ def pivot_clipping_figure(
     fig.update_xaxes(title_text="token (orange: the pivot)", row=1, col=2)
     fig.update_layout(showlegend=False)
     return fig
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run many tiny torch computations on one thread: on a busy 2-core machine the default
-    thread pool makes them several times slower, and tensors this small gain nothing from it."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _middle(frames: Sequence[Frame]) -> int:

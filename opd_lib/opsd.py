@@ -32,7 +32,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from opd_lib.divergences import pointwise_terms
+from opd_lib.divergences import check_mask, pointwise_terms
 
 __all__ = [
     "TeacherInputs",
@@ -221,13 +221,7 @@ def clip_pointwise(
         if torch.isnan(t).any():
             raise ValueError(f"{name} logits contain NaN")
     if mask is not None:
-        if mask.shape != student_logits.shape[:-1]:
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} does not match positions "
-                f"{tuple(student_logits.shape[:-1])}"
-            )
-        if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a boolean tensor, got {mask.dtype}")
+        check_mask(mask, student_logits.shape[:-1])
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
     log_q = torch.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
     log_p = torch.log_softmax(teacher_logits.to(dtype) / temperature, dim=-1)

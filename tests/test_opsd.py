@@ -140,7 +140,9 @@ def test_bad_clip_inputs():
         clip_per_token(torch.ones(3), 1.0, mode="soft")
     with pytest.raises(ValueError, match="shape"):
         clip_pointwise(q, p[..., :3])
-    with pytest.raises(ValueError, match="mask"):
+    with pytest.raises(ValueError, match="mask must be a boolean"):
         clip_pointwise(q, p, mask=torch.ones(1, 1))
+    with pytest.raises(ValueError, match="mask shape"):
+        clip_pointwise(q, p, mask=torch.ones(2, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="kind"):
         clip_pointwise(q, p, kind="hellinger")

@@ -2,7 +2,8 @@
 
 Each grader compares a reader's answer with the library's reference on fixed or random inputs and
 raises :class:`GradingError` (an ``AssertionError``) with a hint when it is wrong. On success it
-prints a short confirmation and returns ``True``. The helpers below are shared by all chapters.
+prints a short confirmation and returns ``None``, so a notebook cell that ends with a grader call
+shows only the confirmation. The helpers below are shared by all chapters.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ class GradingError(AssertionError):
     """An exercise answer is wrong; the message says where it differs from the reference."""
 
 
-def passed(name: str) -> bool:
+def passed(name: str) -> None:
+    """Print the confirmation for a correct answer (a grader's last step; it returns nothing)."""
     print(f"Correct: {name} matches the reference.")
-    return True
 
 
 def compare_number(name: str, got: object, expected: float, where: str, rtol: float) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from opd_lib.checks import compare_number, passed
 
 
-def check_max_error_rate(fn: Callable[[float, int], float], *, seed: int = 0) -> bool:
+def check_max_error_rate(fn: Callable[[float, int], float], *, seed: int = 0) -> None:
     """Chapter 0: ``fn(target, T)`` must return the largest per-step error rate eps for which
     (1 - eps)^T >= target, i.e. eps = 1 - target^(1/T)."""
     rng = np.random.default_rng(seed)
@@ -18,4 +18,4 @@ def check_max_error_rate(fn: Callable[[float, int], float], *, seed: int = 0) ->
     for target, T in cases:
         expected = 1.0 - target ** (1.0 / T)
         compare_number("max_error_rate", fn(target, T), expected, f"({target:.3f}, {T})", rtol=1e-6)
-    return passed("max_error_rate")
+    passed("max_error_rate")

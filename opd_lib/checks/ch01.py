@@ -17,7 +17,7 @@ def _random_pair(rng: np.random.Generator, vocab_size: int) -> drift.MarkovPair:
     return drift.MarkovPair(teacher, student, prompt, np.ones(vocab_size, dtype=bool))
 
 
-def check_position_kl(fn: Callable[..., np.ndarray], *, seed: int = 0) -> bool:
+def check_position_kl(fn: Callable[..., np.ndarray], *, seed: int = 0) -> None:
     """Chapter 1: ``fn(teacher, student, prompt, T, prefixes)`` must return the ``[T]`` array
     ``E_{y_<t}[ KL(p_T(. | y_<t) || p_S(. | y_<t)) ]``, ``t = 1..T``, for Markov models whose
     next-token rows are ``teacher[last]`` / ``student[last]``, with prefixes written by
@@ -51,4 +51,4 @@ def check_position_kl(fn: Callable[..., np.ndarray], *, seed: int = 0) -> bool:
                     f"{expected[t]:.6g}. Check who writes the prefix, the direction of the KL, "
                     "and that t = 1 conditions on the prompt alone."
                 )
-    return passed("position_kl")
+    passed("position_kl")

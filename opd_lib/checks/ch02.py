@@ -11,7 +11,7 @@ from opd_lib.checks import compare_number, passed
 from opd_lib.sim import dagger
 
 
-def check_off_policy_bound_by_step(fn: Callable[[np.ndarray], float], *, seed: int = 0) -> bool:
+def check_off_policy_bound_by_step(fn: Callable[[np.ndarray], float], *, seed: int = 0) -> None:
     """Chapter 2: ``fn(eps_per_step)`` must return the behaviour-cloning bound
     sum_t (eps_t + sum_{i<t} eps_i) for per-step errors eps_1..eps_T (a 1-D array).
 
@@ -29,10 +29,10 @@ def check_off_policy_bound_by_step(fn: Callable[[np.ndarray], float], *, seed: i
         shown = np.array2string(eps[:4], precision=3) + ("..." if len(eps) > 4 else "")
         where = f"({shown}, T={len(eps)})"
         compare_number("off_policy_bound_by_step", fn(eps.copy()), expected, where, rtol=1e-6)
-    return passed("off_policy_bound_by_step")
+    passed("off_policy_bound_by_step")
 
 
-def check_crossover_length(fn: Callable[[float], float], *, seed: int = 0) -> bool:
+def check_crossover_length(fn: Callable[[float], float], *, seed: int = 0) -> None:
     """Chapter 2: ``fn(ratio)`` must return the length T at which the off-policy bound
     eps T (T + 1) / 2 is exactly ``ratio`` times the on-policy bound eps T."""
     rng = np.random.default_rng(seed)
@@ -40,4 +40,4 @@ def check_crossover_length(fn: Callable[[float], float], *, seed: int = 0) -> bo
     for ratio in cases:
         expected = bounds.crossover_length(ratio)
         compare_number("crossover_length", fn(ratio), expected, f"({ratio:.4g})", rtol=1e-6)
-    return passed("crossover_length")
+    passed("crossover_length")

@@ -10,7 +10,7 @@ from opd_lib import divergences
 from opd_lib.checks import GradingError, compare_number, passed
 
 
-def check_jsd_generator(make_f: Callable[[float], Callable], *, seed: int = 0) -> bool:
+def check_jsd_generator(make_f: Callable[[float], Callable], *, seed: int = 0) -> None:
     """Chapter 3: ``make_f(beta)`` must return the generator ``f`` (a function of a NumPy array
     ``u``) for which ``sum_x Q f(P / Q)`` is the generalized JSD with
     ``m = beta P + (1 - beta) Q`` (P the teacher), i.e. :func:`opd_lib.divergences.generalized_jsd`.
@@ -42,4 +42,4 @@ def check_jsd_generator(make_f: Callable[[float], Callable], *, seed: int = 0) -
             f" {where} for P={p.round(3)}",
             rtol=1e-6,
         )
-    return passed("generalized JSD generator")
+    passed("generalized JSD generator")

@@ -32,7 +32,7 @@ def check_masked_gkd_loss(
     fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float], object],
     *,
     seed: int = 0,
-) -> bool:
+) -> None:
     """Chapter 4: ``fn(student_logits, teacher_logits, completion_ids, eos_token_id, beta)`` must
     return GKD's loss on a batch of completions: the generalized JSD per token (beta=0 forward
     KL, beta=1 reverse KL), counting each completion up to and including its first EOS, averaged
@@ -61,4 +61,4 @@ def check_masked_gkd_loss(
             got = got.item()
         where = f" (batch {batch}, length {length}, vocab {vocab}, beta={beta:g})"
         compare_number("masked_gkd_loss", got, float(expected), where, rtol=1e-6)
-    return passed("masked_gkd_loss")
+    passed("masked_gkd_loss")

@@ -33,7 +33,7 @@ def _cases(seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 def check_reinforce_categorical(
     fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], *, seed: int = 0
-) -> bool:
+) -> None:
     """Chapter 5: ``fn(student_logits, teacher_logp, samples)`` must return the REINFORCE estimate
     of the gradient of KL(softmax(z) || p_T) with respect to the logits z, averaged over the
     samples: ``-(1/N) sum_i r_i (onehot(y_i) - softmax(z))`` with
@@ -60,4 +60,4 @@ def check_reinforce_categorical(
                 f"reinforce_categorical{where} returned {np.round(got, 4)}, expected "
                 f"{np.round(expected, 4)}{hint}"
             )
-    return passed("reinforce_categorical")
+    passed("reinforce_categorical")

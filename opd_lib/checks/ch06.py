@@ -26,7 +26,7 @@ def _cases(seed: int) -> list[tuple[torch.Tensor, float]]:
 
 def check_clip_per_token(
     fn: Callable[[torch.Tensor, float], torch.Tensor], *, seed: int = 0
-) -> bool:
+) -> None:
     """Chapter 6: ``fn(token_divergence, max_value)`` must return ``min(D_t, c)`` token by token,
     with the gradient of ``torch.clamp`` (1 below the cap, 0 above it)."""
     for i, (d, cap) in enumerate(_cases(seed)):
@@ -56,4 +56,4 @@ def check_clip_per_token(
                 f"clip_per_token{where}: the gradient differs; a token above the cap should get "
                 "gradient 0 and one below it gradient 1"
             )
-    return passed("clip_per_token")
+    passed("clip_per_token")

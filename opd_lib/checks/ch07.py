@@ -12,7 +12,7 @@ from opd_lib.checks import GradingError, compare_number, passed
 from opd_lib.tip import select_tokens, teacher_confidence_importance
 
 
-def check_seed_score(fn: Callable[[float, float, int], float], *, seed: int = 0) -> bool:
+def check_seed_score(fn: Callable[[float, float, int], float], *, seed: int = 0) -> None:
     """Chapter 7: ``fn(teacher_entropy, divergence, vocab_size)`` must return the seed's importance
     weight (1 - H_T / log V) * D for one token (scalars in, a number out)."""
     rng = np.random.default_rng(seed)
@@ -28,12 +28,12 @@ def check_seed_score(fn: Callable[[float, float, int], float], *, seed: int = 0)
         compare_number(
             "seed_score", fn(h, d, vocab), expected, f"({h:.4g}, {d:.4g}, {vocab})", 1e-6
         )
-    return passed("seed_score")
+    passed("seed_score")
 
 
 def check_keep_top_fraction(
     fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor], *, seed: int = 0
-) -> bool:
+) -> None:
     """Chapter 7: ``fn(scores, mask, keep_fraction)`` must return the bool mask [B, T] that keeps
     the ceil(keep_fraction * n) highest-scoring of the n masked tokens (ties: earlier position
     first),
@@ -71,4 +71,4 @@ def check_keep_top_fraction(
                 f"keep_top_fraction{where} kept {got.bool().int().tolist()}, expected "
                 f"{expected.int().tolist()}"
             )
-    return passed("keep_top_fraction")
+    passed("keep_top_fraction")

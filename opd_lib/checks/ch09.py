@@ -25,7 +25,7 @@ def _moment_cases(seed: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
 
 def check_gaussian_moments(
     fn: Callable[[np.ndarray, np.ndarray], tuple[float, float]], *, seed: int = 0
-) -> bool:
+) -> None:
     """Chapter 9: ``fn(x, p)`` must return ``(mean, std)`` of the distribution ``p`` on the grid
     ``x``: the Gaussian that forward KL fits to ``p`` (moment matching)."""
     for x, p, where in _moment_cases(seed):
@@ -42,10 +42,10 @@ def check_gaussian_moments(
             raise GradingError(f"on {where} you returned the variance {float(std):.4g}; "
                                "the standard deviation is its square root")  # fmt: skip
         compare_number("the std", std, ref_std, f" on {where}", rtol=1e-6)
-    return passed("fit_gaussian_fkl")
+    passed("fit_gaussian_fkl")
 
 
-def check_loop_filter(fn: Callable[[np.ndarray, int], np.ndarray], *, seed: int = 0) -> bool:
+def check_loop_filter(fn: Callable[[np.ndarray, int], np.ndarray], *, seed: int = 0) -> None:
     """Chapter 9: ``fn(token_ids, max_run)`` must return a bool keep mask ``[B]``: False for rows
     that contain a run of more than ``max_run`` equal consecutive tokens."""
     rng = np.random.default_rng(seed)
@@ -70,4 +70,4 @@ def check_loop_filter(fn: Callable[[np.ndarray, int], np.ndarray], *, seed: int 
                 f"expected {bool(expected[row])} (its longest run is "
                 f"{int(break_it.longest_run(ids[row : row + 1])[0])})"
             )
-    return passed("drop_loops")
+    passed("drop_loops")

@@ -24,7 +24,7 @@ def _random_run(rng: np.random.Generator, n_steps: int) -> list[dict]:
     return records
 
 
-def check_steps_to_target(fn: Callable[[list[dict], float], float], *, seed: int = 0) -> bool:
+def check_steps_to_target(fn: Callable[[list[dict], float], float], *, seed: int = 0) -> None:
     """Chapter 10: ``fn(records, target)`` must return the step of the first evaluation record
     (``type == "eval"``) whose ``acc`` is at least ``target``, or ``math.inf`` if none is."""
     rng = np.random.default_rng(seed)
@@ -48,4 +48,4 @@ def check_steps_to_target(fn: Callable[[list[dict], float], float], *, seed: int
                 )
             continue
         compare_number("steps_to_target", got, expected, label, rtol=0)
-    return passed("steps_to_target")
+    passed("steps_to_target")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from opd_lib._threads import single_thread
 from opd_lib.sim import gkd_toy
 from opd_lib.spin import spin_loss
 
@@ -58,6 +59,7 @@ def _valid_teacher_sequences(teacher, size, length, rng) -> tuple[np.ndarray, np
     return np.concatenate(states)[:size], np.concatenate(tokens)[:size]
 
 
+@single_thread()  # tiny tensors: extra threads only cost time, a lot on a busy CPU
 def train_spin_toy(
     steps: int = 150,
     length: int = 16,
@@ -84,39 +86,6 @@ def train_spin_toy(
         raise ValueError("steps >= rounds >= 1 and length, batch_size, dataset_size >= 1 needed")
     if not 0.0 <= floor < 1.0:
         raise ValueError(f"floor must be in [0, 1), got {floor}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only cost time, a lot on a busy CPU
-    try:
-        return _spin(
-            steps,
-            length,
-            batch_size,
-            lr,
-            rounds,
-            beta,
-            dataset_size,
-            teacher_noise,
-            floor,
-            eval_every,
-            seed,
-        )
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _spin(
-    steps,
-    length,
-    batch_size,
-    lr,
-    rounds,
-    beta,
-    dataset_size,
-    teacher_noise,
-    floor,
-    eval_every,
-    seed,
-) -> gkd_toy.ToyRun:
     rng = np.random.default_rng(seed)
     teacher = gkd_toy.teacher_table(teacher_noise)
     data_states, data_tokens = _valid_teacher_sequences(teacher, dataset_size, length, rng)

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from opd_lib import pg
+from opd_lib._threads import single_thread
 
 Estimator = Literal["sequence", "reward_to_go", "single_step", "length_normalized", "per_token"]
 Baseline = Literal["none", "mean", "value"]
@@ -45,24 +45,6 @@ ESTIMATORS: tuple[str, ...] = (
 BASELINES: tuple[str, ...] = ("none", "mean", "value")
 UNBIASED: tuple[str, ...] = ("sequence", "reward_to_go", "single_step")
 DTYPE = torch.float64
-_F = TypeVar("_F", bound=Callable)
-
-
-def _single_thread(fn: _F) -> _F:
-    """Run ``fn`` with one torch thread (restored afterwards): these tensors are tiny, and on a
-    busy 2-core machine a multi-threaded softmax of a 21 x 4 table costs milliseconds, not
-    microseconds."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(n)
-
-    return wrapper  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +145,7 @@ def exact_reverse_kl(student: torch.Tensor, teacher: torch.Tensor, length: int) 
     return (ls.exp() * (ls - lt)).sum()
 
 
-@_single_thread
+@single_thread()
 def exact_gradient(student: torch.Tensor, teacher: torch.Tensor, length: int) -> torch.Tensor:
     """The exact gradient of :func:`exact_reverse_kl` w.r.t. the student table (autograd)."""
     theta = student.detach().clone().requires_grad_(True)
@@ -236,7 +218,7 @@ def _baselines(tab: SequenceTable, weights: torch.Tensor, baseline: str) -> torc
     raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
 
 
-@_single_thread
+@single_thread()
 def per_sequence_gradients(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -290,7 +272,7 @@ def per_sequence_gradients(
     return g.reshape(S, n_rows * V), tab.p
 
 
-@_single_thread
+@single_thread()
 def estimator_moments(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -314,7 +296,7 @@ class MonteCarloCurve(NamedTuple):
     bias: float  # ||E g - exact gradient|| (0 for unbiased estimators)
 
 
-@_single_thread
+@single_thread()
 def monte_carlo_curve(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -348,7 +330,7 @@ def monte_carlo_curve(
     return MonteCarloCurve(grid, err, spread, var, bias)
 
 
-@_single_thread
+@single_thread()
 def batch_gradient_via_pg(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -405,7 +387,7 @@ def _weights_from_rewards(
     raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
 
 
-@_single_thread
+@single_thread()
 def train_curves(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -548,7 +530,7 @@ def verifier_bonus_optimum(p_teacher: np.ndarray, verifier: np.ndarray, beta: fl
     return np.exp(logits - np.logaddexp.reduce(logits))
 
 
-@_single_thread
+@single_thread()
 def optimise_exact(
     p_teacher: np.ndarray,
     form: Literal["paper", "seed"],
@@ -585,7 +567,7 @@ def optimise_exact(
     return F.softmax(z.detach(), -1).numpy()
 
 
-@_single_thread
+@single_thread()
 def optimise_sampled(
     p_teacher: np.ndarray,
     form: Literal["paper", "seed"],

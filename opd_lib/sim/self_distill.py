@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from opd_lib._threads import single_thread
 from opd_lib.divergences import token_divergence
 from opd_lib.opsd import gather_positions, hinted_teacher_inputs, opsd_loss
 from opd_lib.spin import spin_loss
@@ -75,31 +76,24 @@ def train_hinted_model(steps: int = 200, batch: int = 24, lr: float = 4e-3, seed
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     losses = []
     model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small runs faster on one thread
-    try:
+    with single_thread():  # a model this small runs faster on one thread
         for step in range(steps):
             losses.append(_train_step(model, tokenizer, opt, batch, seed * 100_003 + step + 1))
-    finally:
-        torch.set_num_threads(threads)
     model.eval()
     return model, tokenizer, np.array(losses)
 
 
 def _train_step(model, tokenizer, opt, batch: int, seed: int) -> float:
-    if True:
-        prompts, hints, answers = hinted_copy_examples(batch, seed=seed)
-        half = (2 * batch) // 3
-        hints = hints[:half] + [""] * (batch - half)
-        ids = _answer_ids(tokenizer, answers)
-        logits = completion_logits(model, tokenizer, prompts, hints, ids)
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)
-        )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+    prompts, hints, answers = hinted_copy_examples(batch, seed=seed)
+    half = (2 * batch) // 3
+    hints = hints[:half] + [""] * (batch - half)
+    ids = _answer_ids(tokenizer, answers)
+    logits = completion_logits(model, tokenizer, prompts, hints, ids)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
 
 
 @dataclass

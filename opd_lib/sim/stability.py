@@ -22,10 +22,9 @@ divergence that both scores rank is the same reverse KL the loss uses (the seed 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from opd_lib._threads import single_thread
 from opd_lib.divergences import token_divergence
 from opd_lib.gkd import GKDBatch, completion_logits
 from opd_lib.lab import ModelPair, char_tokenizer, tiny_qwen3_pair
@@ -67,21 +67,6 @@ ALPHABET = LETTERS + "=\nsytmurin"
 """The tokenizer's characters: the task's letters, ``=`` and what the ChatML template needs."""
 RULES = ("all", "tip", "seed")
 """Token-selection rules understood by :func:`select_by_rule`."""
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block (restored after).
-
-    Models this small spend more time synchronising threads than computing; on a shared 2-core
-    machine one thread was 5-10x faster than two here.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def reversal_task(
