@@ -48,3 +48,18 @@ def _last(records, target):  # the last evaluation above the target
 def test_rejects_wrong_answers(wrong):
     with pytest.raises(GradingError):
         check_steps_to_target(wrong)
+
+
+def test_compounding_grader(capsys):
+    from opd_lib.checks.ch10 import check_compounding_mistakes
+
+    check_compounding_mistakes(lambda e, t: sum(1 - (1 - e) ** j for j in range(1, t + 1)))
+    assert capsys.readouterr().out == "Correct: compounding_mistakes matches the reference.\n"
+    wrong = (
+        lambda e, t: e * t,  # recovery (independent errors), not compounding
+        lambda e, t: e * t * t,  # the bound, not the expectation
+        lambda e, t: sum(1 - (1 - e) ** j for j in range(t)),  # off by one step
+    )
+    for fn in wrong:
+        with pytest.raises(GradingError, match="compounding_mistakes"):
+            check_compounding_mistakes(fn)

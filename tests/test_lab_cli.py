@@ -23,7 +23,12 @@ def test_train_then_report(tmp_path, capsys):
         records = read_jsonl(out / "metrics.jsonl")
         assert [r["type"] for r in records] == ["teacher", "eval", "train", "train", "eval"]
         assert (out / "ckpt.pt").is_file() and (out / "config.json").is_file()
-    assert len(list(tmp_path.glob("pair-*.pt"))) == 1  # both seeds share the cached pair
+    # both seeds share the cached teacher and student
+    assert (
+        len(list(tmp_path.glob("teacher-clean-*.pt")))
+        == len(list(tmp_path.glob("student-*.pt")))
+        == 1
+    )
     capsys.readouterr()
     assert main(["report", str(tmp_path / "runs")]) == 0
     text = capsys.readouterr().out
@@ -56,3 +61,12 @@ def test_overrides_and_presets():
     assert preset("hub").model == "hub" and preset("hub").task == "gsm8k"
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def test_presets_that_start_the_student_from_the_teacher_give_both_one_size():
+    keys = ("layers", "hidden", "heads")
+    for name in PRESETS:
+        c = preset(name)
+        if c.model == "tiny" and c.student_from_teacher:
+            student = tuple(getattr(c, f"student_{k}") for k in keys)
+            assert student == tuple(getattr(c, f"teacher_{k}") for k in keys), name

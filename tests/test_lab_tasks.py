@@ -151,3 +151,15 @@ def test_tagged_style_format_verifier_and_perturbation():
         assert v.correct and v.n_bad_steps == 1
     with pytest.raises(ValueError, match="style"):
         RunningSum(style="fancy")
+
+
+def test_first_slip_finds_the_state_after_a_wrong_sum():
+    """Only a slip in the sum itself counts, and only with a next step to recover in."""
+    task = RunningSum(2, 6, style="tagged")
+    ex = task.from_digits([1, 4, 8, 3])
+    assert task.first_slip(ex, ex.completion) is None
+    assert task.first_slip(ex, "1+b4=6,6+c8=4,4+d3=7#7") == (7, 5)  # next step at char 7, from 5
+    assert task.first_slip(ex, "1+b4=5,5+c8=4,4+d3=7#7") == (14, 3)
+    assert task.first_slip(ex, "1+b4=5,5+c8=3,3+d3=5#5") is None  # last step: nothing follows
+    assert task.first_slip(ex, "1+b5=6,6+c8=4,4+d3=7#7") is None  # a misread digit, not a slip
+    assert task.first_slip(ex, "1+b4=6") is None  # cut short

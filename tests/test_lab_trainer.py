@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from opd_lib.lab.models import tiny_qwen3_pair
-from opd_lib.lab.tasks import ALPHABET
+from opd_lib.lab.tasks import ALPHABET, RunningSum
 from opd_lib.lab.tokenizers import char_tokenizer
 from opd_lib.lab.trainer import Config, Trainer, encode, train_supervised
 
@@ -82,8 +82,8 @@ def test_sampled_token_opd_lowers_the_exact_reverse_kl(pair):
     fixed set of student samples (the quantity it estimates) goes down."""
     tr = make(pair, method="opd", opd_estimator="sampled", batch_size=16, micro_batch_size=16)
     # a teacher with opinions (a few SFT steps), so the divergence is far above the noise
-    train_supervised(tr.teacher, pair.tokenizer, tr.task.sample, steps=15, batch_size=16,
-                     lr=1e-2, seed=0)  # fmt: skip
+    train_supervised(tr.teacher, pair.tokenizer, lambda rng, _: tr.task.sample(rng), steps=15,
+                     batch_size=16, lr=1e-2, seed=0)  # fmt: skip
     tr.teacher.requires_grad_(False)
     probe = make(pair, method="opd")
     probe.student, probe.teacher = tr.student, tr.teacher
@@ -182,11 +182,19 @@ def test_bad_config_raises_clear_errors(kw, match):
 
 def test_init_schedule_settings_key_the_cached_pair_and_are_validated():
     """The teacher's curriculum and lr schedule change what ``prepare_pair`` caches."""
-    from opd_lib.lab.trainer import pair_key
+    from opd_lib.lab.trainer import cache_key
 
     base = Config(progress=False)
     for kw in (dict(init_curriculum=0.3), dict(init_cosine=True), dict(init_warmup=100)):
-        assert pair_key(Config(progress=False, **kw)) != pair_key(base)
+        for role in ("teacher-clean", "teacher", "student"):
+            assert cache_key(Config(progress=False, **kw), role) != cache_key(base, role)
+    # a student-only setting leaves the cached teacher alone, and the other way round
+    student_only = Config(progress=False, student_init_hint_frac=0.5)
+    assert cache_key(student_only, "teacher") == cache_key(base, "teacher")
+    assert cache_key(student_only, "student") != cache_key(base, "student")
+    teacher_only = Config(progress=False, teacher_recovery_steps=7)
+    assert cache_key(teacher_only, "student") == cache_key(base, "student")
+    assert cache_key(teacher_only, "teacher") != cache_key(base, "teacher")
     with pytest.raises(ValueError, match="init_curriculum"):
         Config(init_curriculum=1.5)
 
@@ -194,7 +202,95 @@ def test_init_schedule_settings_key_the_cached_pair_and_are_validated():
 def test_cosine_schedule_trains(pair):
     """``train_supervised`` with warm-up + cosine decay runs and returns one loss per step."""
     model = copy.deepcopy(pair.student)
-    sample = Trainer(Config(min_len=2, max_len=3, progress=False), pair).task.sample
+    task = Trainer(Config(min_len=2, max_len=3, progress=False), pair).task
+    sample = lambda rng, _: task.sample(rng)  # noqa: E731
     losses = train_supervised(model, pair.tokenizer, sample, steps=4, batch_size=4, lr=1e-2,
                               seed=0, warmup=2, cosine=True)  # fmt: skip
     assert len(losses) == 4 and all(x == x for x in losses)
+
+
+def test_length_curriculum_grows_then_covers_the_range():
+    """``growing_lengths``: short chains first, the longest reaching ``max_len`` by ``grow``,
+    then the task's whole range."""
+    from opd_lib.lab.trainer import growing_lengths
+
+    task = RunningSum(2, 8, style="tagged")
+    sample = growing_lengths(task, grow=0.5)
+    rng = random.Random(0)
+    early = {sample(rng, 0.0).length for _ in range(200)}
+    middle = {sample(rng, 0.3).length for _ in range(400)}
+    late = {sample(rng, 0.9).length for _ in range(400)}
+    assert early == {2, 3}
+    assert max(middle) == 5 and min(middle) == 2
+    assert late == set(range(2, 9))
+    assert {growing_lengths(task, 0.0)(rng, 0.0).length for _ in range(400)} == set(range(2, 9))
+
+
+def test_final_student_can_become_the_teacher(pair, tmp_path):
+    """A finished run saves ``student.pt``; ``teacher_from_run`` makes it the teacher of a pair
+    (bit-identical logits), and a missing run is a clear error."""
+    from opd_lib.lab.trainer import teacher_from_run
+
+    tr = make(pair, method="sft", steps=1)
+    tr.out = tmp_path
+    tr.logger = None
+    tr.run()
+    swapped = teacher_from_run(pair, tmp_path)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.equal(swapped.teacher(ids).logits, tr.student(ids).logits)
+    assert swapped.student is pair.student and swapped.teacher is not pair.teacher
+    with pytest.raises(FileNotFoundError, match="student.pt"):
+        teacher_from_run(pair, tmp_path / "nowhere")
+
+
+def test_opsd_evaluates_the_hinted_self_teacher(pair):
+    """OPSD runs also report the accuracy with the hint in the prompt; other methods do not."""
+    opsd = make(pair, method="opsd", eval_size=2).evaluate()
+    assert 0.0 <= opsd["acc_hinted"] <= 1.0
+    assert "acc_hinted" not in make(pair, method="opd", eval_size=2).evaluate()
+
+
+def test_student_from_teacher_needs_equal_sizes_and_starts_from_the_finished_teacher(tmp_path):
+    """``student_from_teacher``: a size mismatch is a clear error; with no warm-up steps the
+    student is exactly the finished (recovering) teacher, a change to the recovery stage reaches
+    both, and the clean stage is reused from the cache."""
+    from opd_lib.lab.trainer import prepare_pair
+
+    kw = dict(min_len=2, max_len=3, eval_lengths=(2,), progress=False, teacher_layers=1,
+              teacher_hidden=32, student_layers=1, student_hidden=16,
+              student_from_teacher=True)  # fmt: skip
+    with pytest.raises(ValueError, match="equal"):
+        prepare_pair(Config(**kw))
+    kw.update(student_hidden=32, teacher_steps=3, teacher_recovery_steps=1, student_init_steps=0)
+    pair = prepare_pair(Config(**kw), tmp_path)
+    teacher, student = pair.teacher.state_dict(), pair.student.state_dict()
+    assert teacher.keys() == student.keys()
+    for name in teacher:
+        assert torch.equal(teacher[name], student[name]), name
+    longer = prepare_pair(Config(**{**kw, "teacher_recovery_steps": 2}), tmp_path)
+    assert not torch.equal(longer.teacher.lm_head.weight, pair.teacher.lm_head.weight)
+    assert torch.equal(longer.student.lm_head.weight, longer.teacher.lm_head.weight)
+    assert len(list(tmp_path.glob("teacher-clean-*.pt"))) == 1  # stage 1 reused from the cache
+    assert len(list(tmp_path.glob("student-*.pt"))) == 2  # the student depends on stage 2
+
+
+def test_sloppy_traces_carry_their_mistakes_forward():
+    task = RunningSum(2, 8, style="tagged")
+    rng = random.Random(0)
+    ex = task.sample(rng, 8)
+    assert task.sloppy(ex, rng, 0.0).completion == ex.completion
+    wrong_answers = 0
+    for _ in range(200):
+        s = task.sloppy(ex, rng, 0.3)
+        v = task.verify(ex, s.completion)
+        steps = s.completion.split("#")[0].split(",")
+        # each step starts from the value the previous one wrote (no recovery)
+        assert all(
+            a.split("=")[1] == b.split("+")[0] for a, b in zip(steps, steps[1:], strict=False)
+        )
+        wrong_answers += not v.correct
+        if v.n_bad_steps:
+            assert not v.trace_ok
+    assert 0.75 < wrong_answers / 200 < 0.98  # 1 - 0.7^7 ~ 0.92 minus lucky wraps
+    with pytest.raises(ValueError, match="rate"):
+        task.sloppy(ex, rng, 1.5)

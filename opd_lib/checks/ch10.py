@@ -49,3 +49,17 @@ def check_steps_to_target(fn: Callable[[list[dict], float], float], *, seed: int
             continue
         compare_number("steps_to_target", got, expected, label, rtol=0)
     passed("steps_to_target")
+
+
+def check_compounding_mistakes(fn: Callable[[float, int], float]) -> None:
+    """Chapter 10: ``fn(eps, steps)`` must return the expected number of wrong steps in a trace of
+    ``steps`` steps when each step errs with probability ``eps`` and the first error is never
+    recovered from (every later step is then wrong too)."""
+    from opd_lib.lab.experiments import compounding_mistakes
+
+    cases = [(0.0, 5), (1.0, 5), (0.1, 1), (0.1, 3), (0.25, 10), (0.03, 40), (0.5, 2)]
+    for eps, steps in cases:
+        expected = compounding_mistakes(eps, steps)
+        compare_number("compounding_mistakes", fn(eps, steps), expected,
+                       f" at eps={eps}, steps={steps}", rtol=1e-9)  # fmt: skip
+    passed("compounding_mistakes")

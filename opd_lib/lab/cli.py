@@ -4,6 +4,7 @@
     python -m opd_lib.lab train --method gkd --preset full --out runs/gkd --set lam=0.5 beta=0.1
     python -m opd_lib.lab pair --preset full --cache-dir runs/cache      # teacher + student init
     python -m opd_lib.lab report runs/                                   # tables + figures
+    python -m opd_lib.lab experiments --preset full --out results/lab/full --jobs 2
 
 ``train`` resumes from ``OUT/ckpt.pt`` when it exists (same settings required), so re-running a
 killed command finishes the run with the same metrics as an uninterrupted one.
@@ -119,6 +120,18 @@ def cmd_pair(args) -> int:
     ev = Trainer(config, pair).evaluate(pair.teacher, "teacher_")
     ev.update(Trainer(config, pair).evaluate(pair.student, "student_"))
     print(json.dumps(ev, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_experiments(args) -> int:
+    from opd_lib.lab.experiments import run_experiments
+
+    config = _config_from_args(args)
+    _set_threads(config)
+    run_experiments(
+        config, args.out, seeds=args.seeds, claims=args.claims, jobs=args.jobs,
+        progress=config.progress,
+    )  # fmt: skip
     return 0
 
 
@@ -326,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pair", help="prepare (train and cache) the tiny teacher/student pair")
     _add_run_args(p)
     p.set_defaults(func=cmd_pair)
+    e = sub.add_parser("experiments", help="run the lab chapter's claims (every arm x seed)")
+    _add_run_args(e)
+    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    e.add_argument("--claims", nargs="+", default=None, help="default: all")
+    e.add_argument("--jobs", type=int, default=1, help="processes at once")
+    e.set_defaults(func=cmd_experiments)
     r = sub.add_parser("report", help="tables and figures from runs/**/metrics.jsonl")
     r.add_argument("runs")
     r.add_argument("--out", default=None, help="where report.md and PNGs go (default: RUNS)")

@@ -1,9 +1,17 @@
-"""Named configurations: ``tiny`` (CI and the book build: seconds), ``small`` (the chapter's
-committed results: a 2-layer teacher that learns the tagged running sum in under two minutes on
-one CPU thread, using a chain-length curriculum and warm-up + cosine decay, then short runs per
-method), ``full`` (the chapter's tables
-on a laptop CPU), ``gpu`` (bigger tiny-Qwen3 pairs, longer chains, one GPU) and ``hub``
-(``Qwen/Qwen3-0.6B`` distilled from ``Qwen/Qwen3-1.7B`` on GSM8K, e.g. in Colab)."""
+"""Named configurations.
+
+* ``full``  the lab chapter's committed results on a laptop CPU (one thread per run): a 2-layer
+  teacher learns the tagged running sum from scratch and then to recover from broken steps; the
+  student starts from that teacher and is made *sloppy* (SFT on traces with a 10 % step error
+  that it carries forward), so it has a steady per-step error, the habit of building on its own
+  mistakes (its recovery is unlearned), and a retention task (string reversal) to forget. Runs
+  are 100 steps, evaluated on the policy's own samples (temperature 1).
+* ``tiny``  the same recipe shrunk to seconds: CI, tests and the book's smoke run.
+* ``gpu``   ``full`` scaled up for one GPU: wider and deeper models, longer chains, more steps.
+* ``hub``   ``Qwen/Qwen3-0.6B`` distilled from ``Qwen/Qwen3-1.7B`` on GSM8K (e.g. in Colab).
+
+``tiny`` and ``gpu`` are written as differences from ``full``, so what changes is visible.
+"""
 
 from __future__ import annotations
 
@@ -13,101 +21,89 @@ from opd_lib.lab.trainer import Config
 
 __all__ = ["PRESETS", "preset"]
 
+_FULL: dict[str, Any] = dict(
+    # task and evaluation
+    trace_style="tagged",
+    min_len=2,
+    max_len=6,
+    eval_lengths=(2, 4, 6),
+    eval_size=48,
+    eval_temperature=1.0,
+    retention_min_len=2,
+    retention_max_len=4,
+    # the pair: teacher from scratch (curriculum, warm-up + cosine), then recovery; sloppy student
+    teacher_layers=2,
+    teacher_hidden=64,
+    student_layers=2,
+    student_hidden=64,
+    teacher_steps=1200,
+    teacher_recovery_steps=1000,
+    teacher_perturb=0.5,
+    init_curriculum=0.3,
+    init_cosine=True,
+    init_warmup=100,
+    init_batch_size=32,
+    student_from_teacher=True,
+    student_noise=0.1,
+    student_init_steps=600,
+    student_init_max_len=6,
+    student_init_task_frac=0.5,
+    student_init_hint_frac=0.2,
+    # the runs
+    steps=100,
+    batch_size=16,
+    micro_batch_size=16,
+    group_size=4,
+    lr=1e-3,
+    eval_every=20,
+    checkpoint_every=20,
+    threads=1,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        trace_style="tagged",
-        steps=8,
-        min_len=2,
-        max_len=4,
+    "full": _FULL,
+    "tiny": _FULL
+    | dict(
         eval_lengths=(2, 4),
+        max_len=4,
+        student_init_max_len=4,
         eval_size=8,
-        teacher_layers=2,
-        teacher_hidden=64,
+        teacher_layers=1,
+        teacher_hidden=32,
         student_layers=1,
         student_hidden=32,
-        teacher_steps=60,
+        teacher_steps=40,
+        teacher_recovery_steps=10,
         student_init_steps=20,
+        init_warmup=10,
         init_batch_size=16,
+        steps=8,
         batch_size=8,
         micro_batch_size=4,
-        group_size=4,
-        lr=3e-3,
         eval_every=4,
         checkpoint_every=4,
-        threads=1,
     ),
-    "small": dict(
-        trace_style="tagged",
-        steps=60,
-        min_len=2,
-        max_len=6,
-        eval_lengths=(2, 4, 6),
-        eval_size=32,
-        teacher_layers=2,
-        teacher_hidden=64,
-        student_layers=1,
-        student_hidden=48,
-        teacher_steps=1200,
-        teacher_perturb=0.0,
-        init_curriculum=0.3,
-        init_cosine=True,
-        init_warmup=100,
-        student_init_steps=200,
-        student_init_max_len=6,
-        init_batch_size=32,
-        batch_size=16,
-        micro_batch_size=16,
-        group_size=4,
-        lr=2e-3,
-        eval_every=10,
-        checkpoint_every=20,
-        threads=1,
-    ),
-    "full": dict(
-        trace_style="tagged",
-        steps=150,
-        min_len=2,
-        max_len=8,
-        eval_lengths=(2, 4, 6, 8),
-        eval_size=32,
-        teacher_layers=3,
-        teacher_hidden=96,
-        student_layers=1,
-        student_hidden=48,
-        teacher_steps=1200,
-        student_init_steps=300,
-        student_init_max_len=4,
-        init_batch_size=32,
-        batch_size=16,
-        micro_batch_size=16,
-        lr=2e-3,
-        eval_every=25,
-        checkpoint_every=25,
-        threads=1,
-    ),
-    "gpu": dict(
-        trace_style="tagged",
+    "gpu": _FULL
+    | dict(
         device="cuda",
-        steps=1000,
-        min_len=2,
-        max_len=16,
-        eval_lengths=(2, 4, 8, 12, 16),
+        threads=0,
+        max_len=12,
+        eval_lengths=(2, 4, 8, 12),
         eval_size=128,
-        teacher_layers=6,
-        teacher_hidden=256,
-        teacher_heads=8,
-        student_layers=2,
+        teacher_layers=4,
+        teacher_hidden=128,
+        student_layers=4,
         student_hidden=128,
-        student_heads=4,
-        teacher_steps=6000,
+        teacher_steps=4000,
+        teacher_recovery_steps=2000,
         student_init_steps=1000,
-        student_init_max_len=6,
+        student_init_max_len=12,
         init_batch_size=128,
+        steps=500,
         batch_size=64,
         micro_batch_size=64,
-        lr=1e-3,
-        eval_every=100,
-        checkpoint_every=100,
+        eval_every=50,
+        checkpoint_every=50,
     ),
     "hub": dict(
         model="hub",

@@ -225,6 +225,42 @@ class RunningSum:
         completion = prefix + ",".join(steps[i + 1 :]) + f"#{answer}"
         return replace(example, completion=completion, prefix=prefix)
 
+    def sloppy(self, example: Example, rng: random.Random, rate: float) -> Example:
+        """``example`` written by a careless solver: each step's result is wrong with probability
+        ``rate`` and the trace carries on from the value written (it never recovers), so the final
+        answer is wrong whenever any step was. All of it is target: SFT on such traces gives a
+        student a steady per-step error and the habit of building on its own mistakes."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        digits = example.data
+        acc, steps = digits[0], []
+        for i, d in enumerate(digits[1:], start=1):
+            new = (acc + d) % 10
+            if rng.random() < rate:
+                new = (new + rng.randint(1, 9)) % 10
+            tag = _TAGS[i] if self.style == "tagged" else ""
+            steps.append(f"{acc}+{tag}{d}={new}")
+            acc = new
+        return replace(example, completion=",".join(steps) + f"#{acc}", prefix="")
+
+    def first_slip(self, example: Example, text: str) -> tuple[int, int] | None:
+        """Where a trace first slips in a sum (``a`` and ``b`` right, ``c`` wrong) with a step
+        after it: ``(offset, value)``, the character offset in ``text`` where the next step
+        starts and the true running value it should start from; ``None`` if there is no such
+        slip before an earlier error of another kind (or at all)."""
+        step_re = _TAGGED_STEP if self.style == "tagged" else _PLAIN_STEP
+        parts = text.split("#")[0].split(",")
+        digits, acc, offset = example.data, example.data[0], 0
+        for j, part in enumerate(parts[: len(digits) - 1]):
+            m = re.fullmatch(step_re, part)
+            if not m or int(m["a"]) != acc or int(m["b"]) != digits[j + 1]:
+                return None
+            acc = (acc + digits[j + 1]) % 10
+            offset += len(part) + 1
+            if int(m["c"]) != acc:
+                return (offset, acc) if j + 1 < len(parts) and offset < len(text) else None
+        return None
+
     def verify(self, example: Example, text: str) -> Verdict:
         """Exact check of a trace ``"a+b=c,...#ans"`` against ``example``'s digits.
 

@@ -29,11 +29,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ __all__ = [
     "Trainer",
     "encode",
     "prepare_pair",
+    "teacher_from_run",
     "train",
     "train_supervised",
 ]
@@ -100,7 +101,10 @@ class Config:
     max_len: int = 6
     eval_lengths: tuple[int, ...] = (2, 4, 6)
     eval_size: int = 16  # eval prompts per chain length
+    eval_temperature: float = 0.0  # 0: greedy evaluation; 1: the policy's own samples
     retention: bool = True  # evaluate the retention task (reverse a string)
+    retention_min_len: int = 3  # lengths of the strings to reverse
+    retention_max_len: int = 6
     hint: str = "trace"  # what the OPSD hint reveals: "answer" or the whole "trace"
     trace_style: str = "plain"  # running-sum format: "plain" (sum 3452) or "tagged" (sum a3b4c5d2)
     # models
@@ -117,11 +121,15 @@ class Config:
     dtype: str = "float32"
     device: str = "cpu"
     # preparing the tiny pair (cached): teacher from scratch, student warmed up
-    teacher_steps: int = 150
-    teacher_perturb: float = 0.3  # share of perturbed-prefix (recovery) examples for the teacher
+    teacher_steps: int = 150  # SFT on clean traces
+    teacher_recovery_steps: int = 0  # then SFT with perturbed-prefix (recovery) examples mixed in
+    teacher_perturb: float = 0.5  # share of perturbed examples during the recovery steps
+    student_from_teacher: bool = False  # the student starts from the finished teacher
+    student_noise: float = 0.0  # step error rate of the warm-up traces (a sloppy student)
     student_init_steps: int = 60
     student_init_max_len: int = 3  # the student's warm-up sees chains up to this length
     student_init_task_frac: float = 0.5  # rest: the retention task
+    student_init_hint_frac: float = 0.0  # share of warm-up chains shown with the hint (for OPSD)
     init_lr: float = 3e-3
     init_batch_size: int = 32
     init_curriculum: float = 0.0  # share of teacher/warm-up steps whose longest chain grows
@@ -155,6 +163,7 @@ class Config:
     progress: bool = True
     threads: int = 0  # torch CPU threads (0: leave torch's default; 1 is fastest on a busy CPU)
     cache_dir: str | None = None  # where prepared tiny pairs are cached (default: the run dir)
+    teacher_from: str | None = None  # a run dir whose final student replaces the teacher
 
     def __post_init__(self) -> None:
         self.eval_lengths = tuple(int(x) for x in self.eval_lengths)
@@ -167,6 +176,7 @@ class Config:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         names = ("lam", "beta", "teacher_perturb", "init_curriculum", "student_init_task_frac")
+        names += ("student_init_hint_frac", "student_noise")
         for name in names + ("ema_decay",):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -184,8 +194,10 @@ class Config:
             raise ValueError(f"rl needs group_size >= 2, got {self.group_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.temperature < 0 or self.clip_value <= 0 or self.grad_clip < 0:
-            raise ValueError("temperature and grad_clip must be >= 0 and clip_value > 0")
+        if min(self.temperature, self.eval_temperature, self.grad_clip) < 0 or self.clip_value <= 0:
+            raise ValueError(
+                "temperature, eval_temperature and grad_clip must be >= 0 and clip_value > 0"
+            )
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0 (0 = auto), got {self.max_new_tokens}")
         if self.task == "sum":
@@ -330,7 +342,7 @@ def build_pair(config: Config):
 def train_supervised(
     model: torch.nn.Module,
     tokenizer,
-    sample,
+    sample: Callable[[random.Random, float], Example],
     *,
     steps: int,
     batch_size: int,
@@ -341,11 +353,11 @@ def train_supervised(
     warmup: int = 20,
     cosine: bool = False,
 ) -> list[float]:
-    """Plain SFT from scratch: ``steps`` AdamW steps on ``batch_size`` examples from
-    ``sample(rng)``; returns the losses. Used to train the tiny teacher (seconds on CPU) and to warm
-    up the student. The learning rate rises linearly over ``warmup`` steps, then stays (or, with
-    ``cosine``, decays to a tenth of ``lr`` by the last step). Touches no global RNG (its own
-    ``random.Random(seed)``)."""
+    """Plain SFT: ``steps`` AdamW steps on ``batch_size`` examples from ``sample(rng, done)``
+    (``done`` in [0, 1) is the share of training already done, for curricula); returns the
+    losses. Used to train the tiny teacher (seconds on CPU) and to warm up the student. The
+    learning rate rises linearly over ``warmup`` steps, then stays (or, with ``cosine``, decays to
+    a tenth of ``lr`` by the last step). Touches no global RNG (its own ``random.Random(seed)``)."""
     rng = random.Random(seed)
     model.requires_grad_(True).train()
     device = next(model.parameters()).device
@@ -357,8 +369,8 @@ def train_supervised(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     losses = []
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        b = encode(tokenizer, [sample(rng) for _ in range(batch_size)], device)
+    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        b = encode(tokenizer, [sample(rng, step / steps) for _ in range(batch_size)], device)
         logits = completion_logits(model, b.prompt_ids, b.prompt_mask, b.completion_ids)
         loss = -_token_logp(logits, b.completion_ids)[b.mask].mean()
         opt.zero_grad(set_to_none=True)
@@ -371,103 +383,134 @@ def train_supervised(
     return losses
 
 
-_PAIR_KEYS = (
-    "teacher_layers teacher_hidden teacher_heads student_layers student_hidden student_heads "
-    "model_seed min_len max_len teacher_steps teacher_perturb init_curriculum init_cosine "
-    "init_warmup student_init_steps "
-    "student_init_max_len student_init_task_frac init_lr init_batch_size hint trace_style"
+def growing_lengths(task: RunningSum, grow: float) -> Callable[[random.Random, float], Example]:
+    """``task.sample`` with a length curriculum: while ``done < grow`` the longest chain rises
+    linearly from ``min_len + 1`` to ``max_len``; afterwards the task's full range."""
+    lo, span = task.min_len, task.max_len - task.min_len
+
+    def sample(rng: random.Random, done: float) -> Example:
+        if done >= grow or span < 2:
+            return task.sample(rng)
+        return task.sample(rng, rng.randint(lo, lo + max(1, int(done / grow * span))))
+
+    return sample
+
+
+_SHARED_KEYS = (
+    "model_seed min_len max_len init_curriculum init_cosine init_warmup init_lr init_batch_size "
+    "hint trace_style"
 ).split()
+_STAGE_KEYS = {
+    "teacher-clean": "teacher_layers teacher_hidden teacher_heads teacher_steps".split(),
+    "teacher": "teacher_recovery_steps teacher_perturb".split(),
+    "student": "student_layers student_hidden student_heads student_from_teacher student_noise "
+    "student_init_steps student_init_max_len student_init_task_frac student_init_hint_frac "
+    "retention_min_len retention_max_len".split(),
+}
 
 
-def pair_key(config: Config) -> str:
-    """Hash of the settings that determine the prepared tiny pair (the cache key)."""
-    blob = json.dumps({k: getattr(config, k) for k in _PAIR_KEYS}, sort_keys=True)
+def cache_key(config: Config, stage: str) -> str:
+    """Hash of the settings that determine a prepared model: ``stage`` is ``"teacher-clean"``
+    (after stage 1), ``"teacher"`` or ``"student"``; its cache file is ``<stage>-<hash>.pt``."""
+    keys = _SHARED_KEYS + _STAGE_KEYS[stage]
+    if stage == "teacher" or (stage == "student" and config.student_from_teacher):
+        keys = keys + _STAGE_KEYS["teacher-clean"]
+    if stage == "student" and config.student_from_teacher:
+        keys = keys + _STAGE_KEYS["teacher"]
+    blob = json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def prepare_pair(config: Config, cache_dir: str | Path | None = None):
     """The pair a run starts from.
 
-    Hub: the pretrained Qwen3 pair as loaded. Tiny: the teacher trained from scratch on the
-    running-sum task (``teacher_steps``, with ``teacher_perturb`` recovery examples) and the
-    student warmed up on the retention task plus short chains (``student_init_*``), both cached in
-    ``cache_dir/pair-<hash>.pt`` so every method and seed starts from the same pair.
+    Hub: the pretrained Qwen3 pair as loaded. Tiny, in three SFT stages (each with warm-up, and
+    cosine decay if ``init_cosine``), each cached in ``cache_dir/<stage>-<hash>.pt`` so every
+    method and seed starts from the same pair and a change to one stage retrains only what
+    depends on it:
+
+    1. ``teacher-clean``: the teacher learns clean traces from scratch (``teacher_steps``; the
+       longest chain grows over the first ``init_curriculum`` share of them);
+    2. ``teacher``: it learns to recover (``teacher_recovery_steps`` at a third of the learning
+       rate, a ``teacher_perturb`` share of perturbed traces whose broken prefix is context);
+    3. ``student``: from scratch, or from the finished teacher (``student_from_teacher``), the
+       student warms up for ``student_init_steps`` on chains up to ``student_init_max_len``
+       written with a ``student_noise`` step error rate (``RunningSum.sloppy``), or, for a
+       ``student_init_hint_frac`` share, clean traces with the hint (the same trace) in the
+       prompt, so that its hinted self can teach in OPSD; mixed with the retention task (the
+       rest of ``student_init_task_frac``).
     """
     pair = build_pair(config)
     if config.model == "hub":
         return pair
-    path = Path(cache_dir) / f"pair-{pair_key(config)}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        state = load_checkpoint(path)
-        pair.teacher.load_state_dict(state["teacher"])
-        pair.student.load_state_dict(state["student"])
-        return pair
-    style = config.trace_style
-    task = RunningSum(config.min_len, config.max_len, hint=config.hint, style=style)
-    warm = RunningSum(2, max(2, min(config.student_init_max_len, config.max_len)), style=style)
-    retention = Reverse()
+    c = config
+    if c.student_from_teacher and (
+        (c.student_layers, c.student_hidden, c.student_heads)
+        != (c.teacher_layers, c.teacher_hidden, c.teacher_heads)
+    ):
+        raise ValueError("student_from_teacher needs the student and teacher sizes to be equal")
+    task = RunningSum(c.min_len, c.max_len, hint=c.hint, style=c.trace_style)
+    warm_max = max(2, min(c.student_init_max_len, c.max_len))
+    warm = RunningSum(2, warm_max, hint=c.hint, style=c.trace_style)
+    clean = growing_lengths(task, c.init_curriculum)
+    warm_chain = growing_lengths(warm, c.init_curriculum)
+    retention = Reverse(c.retention_min_len, c.retention_max_len)
 
-    def growing(task: RunningSum, steps: int):
-        """``task.sample`` with a length curriculum: for the first ``init_curriculum`` share of
-        ``steps`` the longest chain grows from ``min_len + 1`` towards ``max_len``, then the full
-        range. ``train_supervised`` draws ``init_batch_size`` examples per step, in order."""
-        calls, grow = itertools.count(), config.init_curriculum * steps
-        lo, span = task.min_len, task.max_len - task.min_len
+    def recovery_sample(rng: random.Random, done: float) -> Example:
+        ex = task.sample(rng)
+        return task.perturbed(ex, rng) if rng.random() < c.teacher_perturb else ex
 
-        def sample(rng):
-            step = next(calls) // config.init_batch_size
-            if step >= grow or span < 2:
-                return task.sample(rng)
-            top = lo + max(1, int(step / grow * span))
-            return task.sample(rng, rng.randint(lo, top))
+    def student_sample(rng: random.Random, done: float) -> Example:
+        if rng.random() >= c.student_init_task_frac:
+            return retention.sample(rng)
+        ex = warm_chain(rng, done)
+        if rng.random() < c.student_init_hint_frac:  # the hint shows the clean trace: copy it
+            return dataclasses.replace(ex, prompt=ex.hinted_prompt())
+        return warm.sloppy(ex, rng, c.student_noise)
 
-        return sample
+    def stage(name, model, start, sample, steps, lr, seed_offset) -> dict:
+        path = Path(cache_dir) / f"{name}-{cache_key(c, name)}.pt" if cache_dir else None
+        if path is not None and path.is_file():
+            state = load_checkpoint(path)["model"]
+        else:
+            if start is not None:
+                model.load_state_dict(start)
+            if steps:
+                train_supervised(
+                    model, pair.tokenizer, sample, steps=steps, batch_size=c.init_batch_size,
+                    lr=lr, seed=c.model_seed + seed_offset, progress=c.progress, desc=name,
+                    warmup=c.init_warmup, cosine=c.init_cosine,
+                )  # fmt: skip
+            state = copy.deepcopy(model.state_dict())
+            if path is not None:
+                save_checkpoint(path, {"model": state})
+        model.load_state_dict(state)
+        return state
 
-    teacher_chain = growing(task, config.teacher_steps)
-    warm_chain = growing(warm, config.student_init_steps)
-
-    def teacher_sample(rng):
-        ex = teacher_chain(rng)
-        return task.perturbed(ex, rng) if rng.random() < config.teacher_perturb else ex
-
-    def student_sample(rng):
-        if rng.random() < config.student_init_task_frac:
-            return warm_chain(rng)
-        return retention.sample(rng)
-
-    common = dict(
-        batch_size=config.init_batch_size,
-        lr=config.init_lr,
-        progress=config.progress,
-        warmup=config.init_warmup,
-        cosine=config.init_cosine,
-    )
-    train_supervised(
-        pair.teacher,
-        pair.tokenizer,
-        teacher_sample,
-        steps=config.teacher_steps,
-        seed=config.model_seed + 100,
-        desc="teacher",
-        **common,
-    )
-    train_supervised(
-        pair.student,
-        pair.tokenizer,
-        student_sample,
-        steps=config.student_init_steps,
-        seed=config.model_seed + 200,
-        desc="student init",
-        **common,
-    )
-    if path is not None:
-        save_checkpoint(
-            path, {"teacher": pair.teacher.state_dict(), "student": pair.student.state_dict()}
-        )
+    first = stage("teacher-clean", pair.teacher, None, clean, c.teacher_steps, c.init_lr, 100)
+    teacher = stage("teacher", pair.teacher, first, recovery_sample, c.teacher_recovery_steps,
+                    c.init_lr / 3, 200)  # fmt: skip
+    student_start = teacher if c.student_from_teacher else None
+    stage("student", pair.student, student_start, student_sample, c.student_init_steps,
+          c.init_lr, 300)  # fmt: skip
     return pair
 
 
 # ------------------------------------------------------------------------------- the trainer
+
+_AUX_EVALS = ("retention", "hinted")  # evaluation sets outside the main task's mean accuracy
+
+
+def teacher_from_run(pair, run_dir: str | Path):
+    """``pair`` with its teacher replaced by the final student of the run in ``run_dir``
+    (``student.pt``): for distilling from a student that another method changed (seed 003's
+    OPD from a degraded SFT teacher)."""
+    path = Path(run_dir) / "student.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: finish the run in {run_dir} first")
+    teacher = copy.deepcopy(pair.student).requires_grad_(False)
+    teacher.load_state_dict(load_checkpoint(path)["student"])
+    return dataclasses.replace(pair, teacher=teacher)
 
 
 class Trainer:
@@ -495,9 +538,23 @@ class Trainer:
         else:
             self.task = get_task("gsm8k", split="train")
             self.eval_sets = {"all": get_task("gsm8k", split="test", limit=c.eval_size).examples}
-        self.retention = Reverse() if c.retention else None
+        self.retention = Reverse(c.retention_min_len, c.retention_max_len) if c.retention else None
         if self.retention is not None:
             self.eval_sets["retention"] = make_examples(self.retention, c.eval_size, 20_000)
+        # states off the reference distribution: a trace with one step forced wrong; does the
+        # policy find its way back to the right answer? (the DAgger mechanism, measured directly)
+        self.recovery_set: list[Example] = []
+        if c.task == "sum" and max(c.eval_lengths) >= 3:
+            rng = random.Random(30_000)
+            longest = make_examples(self.task, c.eval_size, 30_000, length=max(c.eval_lengths))
+            self.recovery_set = [self.task.perturbed(ex, rng) for ex in longest]
+        if c.method == "opsd":  # does the self-teacher still read the hint?
+            self.eval_sets["hinted"] = [
+                dataclasses.replace(ex, prompt=ex.hinted_prompt())
+                for name in list(self.eval_sets)
+                if name not in _AUX_EVALS
+                for ex in self.eval_sets[name]
+            ]
         self.max_new_tokens = c.max_new_tokens or self._auto_max_new_tokens()
         # optimizer and randomness
         params = [p for p in self.student.parameters() if p.requires_grad]
@@ -527,13 +584,13 @@ class Trainer:
         longest = self.task.sample(random.Random(0), self.config.max_len)
         return len(self.tok(longest.completion, add_special_tokens=False)["input_ids"]) + 3
 
-    def _sample(self, model, prompt_ids, prompt_mask, greedy: bool = False, gen=None):
+    def _sample(self, model, prompt_ids, prompt_mask, temperature: float | None = None, gen=None):
         return sample_completions(
             model,
             prompt_ids,
             prompt_mask,
             self.max_new_tokens,
-            temperature=0.0 if greedy else self.config.temperature,
+            temperature=self.config.temperature if temperature is None else temperature,
             generator=self.gen if gen is None else gen,
             eos_token_id=self.tok.eos_token_id,
             pad_token_id=self.tok.pad_token_id,
@@ -701,9 +758,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model=None, prefix: str = "") -> dict[str, Any]:
-        """Greedy accuracy per chain length (answer, whole trace, per-step error rate), retention
-        accuracy, and the student's reverse/forward KL to the teacher and entropy on its own greedy
-        completions of the main task."""
+        """Accuracy per chain length (answer, whole trace, per-step error rate; greedy, or sampled
+        at ``eval_temperature`` with a fixed seed), the accuracy after a forced wrong step
+        (``acc_recovery``, at the longest evaluated length), greedy retention accuracy, for OPSD
+        the accuracy with the hint in the prompt (``acc_hinted``), and the student's reverse/forward
+        KL to the teacher and entropy on its own evaluation completions of the main task."""
+        c = self.config
         model = self.student if model is None else model
         model.eval()
         out: dict[str, Any] = {}
@@ -712,18 +772,21 @@ class Trainer:
         for name, examples in self.eval_sets.items():
             task = self.retention if name == "retention" else self.task
             b = encode(self.tok, examples, self.device)
-            ids = self._sample(model, b.prompt_ids, b.prompt_mask, greedy=True, gen=gen)
+            temperature = 0.0 if name == "retention" else c.eval_temperature  # knowledge: greedy
+            ids = self._sample(model, b.prompt_ids, b.prompt_mask, temperature, gen=gen)
             verdicts = [
                 task.verify(ex, t) for ex, t in zip(examples, self._decode(ids), strict=True)
             ]
             out[f"{prefix}acc_{name}"] = sum(v.correct for v in verdicts) / len(verdicts)
-            if name != "retention":
+            if name not in _AUX_EVALS:
                 out[f"{prefix}trace_acc_{name}"] = sum(v.trace_ok for v in verdicts) / len(verdicts)
                 steps = sum(v.n_steps for v in verdicts)
                 out[f"{prefix}step_err_{name}"] = sum(v.n_bad_steps for v in verdicts) / steps
                 main_ids.append(ids)
                 main_batches.append(b)
-        names = [n for n in self.eval_sets if n != "retention"]
+        if self.recovery_set:
+            out[f"{prefix}acc_recovery"] = self._recovery_accuracy(model, gen)
+        names = [n for n in self.eval_sets if n not in _AUX_EVALS]
         out[f"{prefix}acc"] = sum(out[f"{prefix}acc_{n}"] for n in names) / len(names)
         if not prefix:  # distance to the teacher where the student goes
             tot = {"rkl": 0.0, "fkl": 0.0, "entropy": 0.0, "n": 0}
@@ -740,6 +803,25 @@ class Trainer:
             out["eval_entropy"] = tot["entropy"] / tot["n"]
         self.student.train()
         return out
+
+    def _recovery_accuracy(self, model, gen: torch.Generator) -> float:
+        """Share of right answers when the trace so far (``Example.prefix``, ending in a wrong
+        step) is forced and the policy writes the rest, at ``eval_temperature``."""
+        prompts = [render_prompt(self.tok, ex.prompt) + ex.prefix for ex in self.recovery_set]
+        enc = self.tok(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
+        ids = self._sample(
+            model,
+            enc["input_ids"].to(self.device),
+            enc["attention_mask"].to(self.device),
+            self.config.eval_temperature,
+            gen=gen,
+        )
+        texts = self._decode(ids)
+        right = [
+            self.task.verify(ex, ex.prefix + t).correct
+            for ex, t in zip(self.recovery_set, texts, strict=True)
+        ]
+        return sum(right) / len(right)
 
     # -------------------------------------------------------------- 5. checkpoints
 
@@ -827,6 +909,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{ev['acc']:.2f}")
             if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                 self.save()
+        if self.out is not None:  # the final weights alone, e.g. to serve as a teacher later
+            save_checkpoint(self.out / "student.pt", {"student": self.student.state_dict()})
         return self.history
 
 
@@ -835,6 +919,8 @@ def train(config: Config, out_dir: str | Path | None = None, pair=None) -> list[
     from ``out_dir/ckpt.pt`` if there is one). Returns the records logged by this call."""
     if pair is None:
         pair = prepare_pair(config, config.cache_dir or out_dir)
+    if config.teacher_from:
+        pair = teacher_from_run(pair, config.teacher_from)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
