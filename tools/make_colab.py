@@ -4,7 +4,8 @@ The MyST-markdown notebooks are the source of truth. Colab opens only .ipynb, an
 points a page's Colab button at the same-named .ipynb beside its source, so each chapter gets a
 committed copy that
 
-* starts with a cell that installs opd_lib from the repository, only when running in Colab;
+* starts with a cell that, only when running in Colab, clones the repository, installs
+  opd_lib from it and moves into its notebooks/ folder (so ../results paths work);
 * hides exercise solutions (their code cells become a pointer back to the book);
 * turns MyST-only syntax (directives, roles, labels) into plain markdown Colab can render;
 * has no outputs and deterministic cell ids, so regenerating it changes nothing.
@@ -56,16 +57,25 @@ def repository_url() -> str:
 
 
 def colab_setup_cell(url: str) -> nbformat.NotebookNode:
-    source = (
-        "# Colab only: install opd_lib (with the lab's extras) from the book's repository.\n"
-        "# Anywhere else this cell does nothing: install the project as its README says.\n"
-        "import subprocess\n"
-        "import sys\n"
-        "\n"
-        'if "google.colab" in sys.modules:\n'
-        "    subprocess.check_call(\n"
-        f'        [sys.executable, "-m", "pip", "install", "-q", "opd-lib[lab] @ git+{url}.git"]\n'
-        "    )"
+    source = "\n".join(
+        [
+            "# Colab only: fetch the book's repository, install opd_lib (with the lab's",
+            "# extras) from it and work in its notebooks/ folder, so that a chapter reads",
+            "# ../results as it does here. Elsewhere this cell does nothing: install the",
+            "# project as its README says.",
+            "import os",
+            "import subprocess",
+            "import sys",
+            "",
+            'if "google.colab" in sys.modules:',
+            '    repo = "/content/opd-book"',
+            "    if not os.path.isdir(repo):",
+            f'        clone = ["git", "clone", "-q", "--depth", "1", "{url}.git", repo]',
+            "        subprocess.check_call(clone)",
+            '    pip = [sys.executable, "-m", "pip", "install", "-q"]',
+            '    subprocess.check_call([*pip, repo + "[lab]"])',
+            '    os.chdir(os.path.join(repo, "notebooks"))',
+        ]
     )
     return nbformat.v4.new_code_cell(source)
 
