@@ -131,15 +131,9 @@ def per_token_gradients(
 @torch.no_grad()
 def _output_layer_gradients(model, batch: GKDBatch, coeff, mask) -> torch.Tensor:
     ids = batch.completion_ids
-    width = batch.prompt_ids.shape[1]
-    full = torch.cat([batch.prompt_ids, ids], dim=1)
-    attn = torch.cat([batch.prompt_mask.long(), torch.ones_like(ids).long()], 1)
-    position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
-    out = model(
-        input_ids=full, attention_mask=attn, position_ids=position_ids, output_hidden_states=True
-    )
-    hidden = out.hidden_states[-1][:, width - 1 : -1, :].double()[mask]  # [N, H]
-    probs = torch.softmax(out.logits[:, width - 1 : -1, :].double(), -1)[mask]  # [N, V]
+    logits, hidden = _logits_hidden(model, batch, ids)
+    hidden = hidden.double()[mask]  # [N, H]
+    probs = torch.softmax(logits.double(), -1)[mask]  # [N, V]
     dlogits = -probs
     dlogits[torch.arange(probs.shape[0]), ids[mask]] += 1.0
     dlogits *= coeff.double()[mask].unsqueeze(-1)
@@ -443,6 +437,7 @@ def batch_alignment(
 
 
 def _logits_hidden(model, batch: GKDBatch, ids: torch.Tensor):
+    """Logits (float32) and last hidden states at the positions that predict ``ids``."""
     width = batch.prompt_ids.shape[1]
     full = torch.cat([batch.prompt_ids, ids], dim=1)
     attn = torch.cat([batch.prompt_mask.long(), torch.ones_like(ids).long()], 1)

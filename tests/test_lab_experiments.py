@@ -17,6 +17,7 @@ from opd_lib.lab.experiments import (
     load_arms,
     mistakes_by_length,
     run_experiments,
+    seed_curves,
 )
 from opd_lib.lab.metrics import JsonlLogger
 from opd_lib.lab.presets import preset
@@ -44,10 +45,11 @@ def _write_run(root, arm, seed, evals, teacher_acc=1.0, wall=1.0):
 
 
 def test_analysis_on_hand_written_runs(tmp_path):
+    start = dict(step_err_len2=0.3, step_err_len4=0.5, acc_len2=0.7, acc_len4=0.2)
     final = dict(step_err_len2=0.1, step_err_len4=0.2, acc_len2=0.9, acc_len4=0.5)
     for seed, acc in ((0, 0.2), (1, 0.4)):
         _write_run(tmp_path, "sft", seed, [
-            dict(step=0, acc=0.1, flops=0.0, **final),
+            dict(step=0, acc=0.1, flops=0.0, **start),
             dict(step=10, acc=acc, flops=100.0, **final),
         ], teacher_acc=0.5)  # fmt: skip
     _write_run(
@@ -62,10 +64,15 @@ def test_analysis_on_hand_written_runs(tmp_path):
     assert rows[1]["independent"] == pytest.approx(0.3)
     assert rows[1]["compounding"] == pytest.approx(compounding_mistakes(0.1, 3))
 
+    before = mistakes_by_length(runs, ["sft"], evaluation=0)
+    assert [r["mistakes"] for r in before] == pytest.approx([0.3, 1.5])
+    assert before[1]["compounding"] == pytest.approx(compounding_mistakes(0.3, 3))
+
     cost = {r["arm"]: r for r in cost_table(runs, ["sft", "rl"], share=0.8)}
     # target 0.8 * 0.5 = 0.4: seed 1 reaches it at step 10, seed 0 never (median of 10, inf)
     assert cost["sft"]["reached"] == 1 and cost["sft"]["step"] == math.inf
     assert cost["rl"]["reached"] == 0  # teacher_acc 1.0 -> target 0.8, never reached
+    assert cost["sft"]["budget_flops"] == 100.0 and cost["rl"]["budget_flops"] == 9.0
 
     table = final_table(runs, ["sft"], ["acc", "acc@0", "teacher_acc"])[0]
     assert table["acc"] == pytest.approx(0.3) and table["acc_sd"] == pytest.approx(0.1414, abs=1e-3)
@@ -73,6 +80,7 @@ def test_analysis_on_hand_written_runs(tmp_path):
 
     c = curves(runs, "sft")
     assert c["step"] == [0, 10] and c["mean"] == pytest.approx([0.1, 0.3])
+    assert seed_curves(runs, "sft") == [([0.0, 100.0], [0.1, 0.2]), ([0.0, 100.0], [0.1, 0.4])]
 
 
 def test_arms_and_claims_are_consistent(tmp_path):

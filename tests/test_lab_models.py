@@ -14,14 +14,7 @@ from transformers import Qwen3ForCausalLM
 from opd_lib.lab import ModelPair, char_tokenizer, load_qwen3_pair, tiny_qwen3, tiny_qwen3_pair
 from opd_lib.lab.preflight import preflight
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and busy CI machines make them much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

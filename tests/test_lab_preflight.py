@@ -21,14 +21,7 @@ from opd_lib.lab import (
 from opd_lib.lab.preflight import per_token_forward_kl
 from opd_lib.lab.tokenizers import DEFAULT_ALPHABET
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and busy CI machines make them much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ __all__ = [
     "pm_table",
     "recovery_signal",
     "run_experiments",
+    "seed_curves",
 ]
 
 # arm -> overrides of the preset's Config (a function of it, for knobs scaled from the preset)
@@ -101,13 +102,11 @@ def arm_config(base, arm: str, seed: int, out: str | Path):
 
 
 def _run_one(job: tuple[Any, str]) -> str:
-    import torch
-
+    from opd_lib.lab.cli import _set_threads
     from opd_lib.lab.trainer import train
 
     config, directory = job
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    _set_threads(config)
     train(config, directory)
     (Path(directory) / "ckpt.pt").unlink(missing_ok=True)  # resumable until here; done now
     return directory
@@ -227,13 +226,16 @@ def compounding_mistakes(eps: float, steps: int) -> float:
     return sum(1.0 - (1.0 - eps) ** j for j in range(1, steps + 1))
 
 
-def mistakes_by_length(runs: dict[str, list[list[dict]]], arms: Sequence[str]) -> list[dict]:
-    """Per arm and evaluated chain length ``k`` (``T = k - 1`` steps): the final evaluation's
-    wrong steps per trace (mean, sd over seeds) and the two predictions from the arm's own
-    per-step error ``eps`` at length 2 (one step, so nothing to compound)."""
+def mistakes_by_length(
+    runs: dict[str, list[list[dict]]], arms: Sequence[str], evaluation: int = -1
+) -> list[dict]:
+    """Per arm and evaluated chain length ``k`` (``T = k - 1`` steps): wrong steps per trace at
+    the ``evaluation``-th evaluation (default the last; 0: before training; mean, sd over seeds)
+    and the two predictions from the arm's own per-step error ``eps`` at length 2 (one step, so
+    nothing to compound)."""
     rows = []
     for arm in arms:
-        finals = [_evals(r)[-1] for r in runs[arm]]
+        finals = [_evals(r)[evaluation] for r in runs[arm]]
         lengths = sorted(int(k[12:]) for k in finals[0] if k.startswith("step_err_len"))
         eps, _ = mean_sd(f["step_err_len2"] for f in finals)
         for k in lengths:
@@ -259,8 +261,8 @@ def cost_table(
     runs: dict[str, list[list[dict]]], arms: Sequence[str], share: float = 0.9
 ) -> list[dict]:
     """Per arm: the step, FLOPs and training wall time at which each seed's student first reached
-    ``share`` x its teacher's accuracy (median over seeds; ``inf`` if a seed never did), and how
-    many seeds got there."""
+    ``share`` x its teacher's accuracy (median over seeds; ``inf`` if a seed never did), how many
+    seeds got there, and the FLOPs of a whole run (``budget_flops``, median over seeds)."""
     from opd_lib.lab.cli import cost_to_target
 
     rows = []
@@ -273,6 +275,7 @@ def cost_table(
         row = dict(arm=arm, seeds=len(hits), reached=len(reached))
         for key in ("step", "flops", "wall_s"):
             row[key] = statistics.median(h[key] for h in hits)
+        row["budget_flops"] = statistics.median(_evals(r)[-1]["flops"] for r in runs[arm])
         rows.append(row)
     return rows
 
@@ -295,6 +298,14 @@ def final_table(
             row[key], row[key + "_sd"] = mean_sd(values)
         rows.append(row)
     return rows
+
+
+def seed_curves(
+    runs: dict[str, list[list[dict]]], arm: str, x: str = "flops", y: str = "acc"
+) -> list[tuple[list[float], list[float]]]:
+    """``(xs, ys)`` over the evaluations of each seed of ``arm`` (e.g. accuracy against
+    cumulative FLOPs, which differ from seed to seed)."""
+    return [([e[x] for e in _evals(r)], [e[y] for e in _evals(r)]) for r in runs[arm]]
 
 
 def curves(runs: dict[str, list[list[dict]]], arm: str, key: str = "acc") -> dict[str, list]:

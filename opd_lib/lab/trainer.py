@@ -469,22 +469,23 @@ def prepare_pair(config: Config, cache_dir: str | Path | None = None):
         return warm.sloppy(ex, rng, c.student_noise)
 
     def stage(name, model, start, sample, steps, lr, seed_offset) -> dict:
+        """Load ``model`` from the stage's cache file, or train it from ``start`` and save it;
+        returns a copy of its weights."""
         path = Path(cache_dir) / f"{name}-{cache_key(c, name)}.pt" if cache_dir else None
         if path is not None and path.is_file():
-            state = load_checkpoint(path)["model"]
-        else:
-            if start is not None:
-                model.load_state_dict(start)
-            if steps:
-                train_supervised(
-                    model, pair.tokenizer, sample, steps=steps, batch_size=c.init_batch_size,
-                    lr=lr, seed=c.model_seed + seed_offset, progress=c.progress, desc=name,
-                    warmup=c.init_warmup, cosine=c.init_cosine,
-                )  # fmt: skip
-            state = copy.deepcopy(model.state_dict())
-            if path is not None:
-                save_checkpoint(path, {"model": state})
-        model.load_state_dict(state)
+            model.load_state_dict(load_checkpoint(path)["model"])
+            return copy.deepcopy(model.state_dict())
+        if start is not None:
+            model.load_state_dict(start)
+        if steps:
+            train_supervised(
+                model, pair.tokenizer, sample, steps=steps, batch_size=c.init_batch_size,
+                lr=lr, seed=c.model_seed + seed_offset, progress=c.progress, desc=name,
+                warmup=c.init_warmup, cosine=c.init_cosine,
+            )  # fmt: skip
+        state = copy.deepcopy(model.state_dict())
+        if path is not None:
+            save_checkpoint(path, {"model": state})
         return state
 
     first = stage("teacher-clean", pair.teacher, None, clean, c.teacher_steps, c.init_lr, 100)
