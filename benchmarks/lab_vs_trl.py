@@ -83,9 +83,12 @@ import torch
 
 from opd_lib.divergences import token_divergence
 from opd_lib.gkd import completion_logits
+from opd_lib.lab.config import Config
+from opd_lib.lab.data import encode
+from opd_lib.lab.pair import prepare_pair
 from opd_lib.lab.presets import preset
 from opd_lib.lab.tasks import Example, RunningSum, make_examples
-from opd_lib.lab.trainer import Config, Trainer, encode, prepare_pair
+from opd_lib.lab.trainer import Trainer
 from opd_lib.sampling import completion_mask, sample_completions
 
 OURS = {"ours-gkd": "gkd", "ours-opd": "opd"}  # run -> our method

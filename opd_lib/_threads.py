@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["single_thread"]
+__all__ = ["single_thread", "torch_threads"]
 
 
 @contextlib.contextmanager
@@ -28,3 +28,19 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run torch on ``threads`` CPU threads inside the block (0: leave the setting alone); the
+    previous count is restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads > 0:
+            torch.set_num_threads(previous)

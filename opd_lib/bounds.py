@@ -5,13 +5,18 @@ A policy that errs with probability ``eps`` at each of ``T`` steps:
 * finishes a whole sequence without error with probability ``(1 - eps) ** T`` (independent errors);
 * trained off-policy (behaviour cloning on expert states) pays up to ``eps * T * (T + 1) / 2``
   expected mistakes, because an error at step ``t`` can spoil every later step;
-* trained on its own states (DAgger, on-policy distillation) pays ``eps * T``.
+* trained on its own states (DAgger, on-policy distillation) pays ``eps * T``;
+* when the first error is never recovered from (each later step builds on the wrong value) the
+  expected mistakes are ``sum_j 1 - (1 - eps)^j`` (:func:`compounding_mistakes`), about
+  ``eps T^2 / 2`` for small ``eps T``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from opd_lib import validate
 
 
 def _check_eps(eps: np.ndarray) -> None:
@@ -20,12 +25,20 @@ def _check_eps(eps: np.ndarray) -> None:
 
 
 def _check_length(T: np.ndarray) -> None:
-    if np.any(T < 0) or np.any(T != np.round(T)):
+    if np.any(~np.isfinite(T)) or np.any(T < 0) or np.any(T != np.round(T)):
         raise ValueError(f"sequence length T must be a non-negative whole number, got {T}")
 
 
 def _as_arrays(eps: ArrayLike, T: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    eps_arr, T_arr = np.asarray(eps, dtype=float), np.asarray(T, dtype=float)
+    arrays = []
+    for name, value in (("eps", eps), ("T", T)):
+        if isinstance(value, (str, bytes, bool)):
+            raise validate.ArgumentTypeError(f"{name} must be a number or array, got {value!r}")
+        try:
+            arrays.append(np.asarray(value, dtype=float))
+        except (TypeError, ValueError) as e:
+            raise validate.ArgumentTypeError(f"{name} must be numbers, got {value!r}") from e
+    eps_arr, T_arr = arrays
     _check_eps(eps_arr)
     _check_length(T_arr)
     return eps_arr, T_arr
@@ -57,12 +70,22 @@ def dagger_bound_on_policy(eps: ArrayLike, T: ArrayLike) -> float | np.ndarray:
     return _scalar_or_array(eps_arr * T_arr)
 
 
+def compounding_mistakes(eps: float, T: int) -> float:
+    """Expected wrong steps in a ``T``-step trace when step ``j`` is wrong iff any of steps
+    ``1..j`` erred (no recovery): ``sum_{j=1..T} 1 - (1 - eps)^j``, about ``eps T^2 / 2`` for small
+    ``eps T`` (the quadratic term of :func:`dagger_bound_off_policy`). Equals
+    ``opd_lib.sim.error_propagation.expected_mistakes(eps, T, "copy", 1.0)[-1]``."""
+    _as_arrays(eps, T)
+    return sum(1.0 - (1.0 - eps) ** j for j in range(1, int(T) + 1))
+
+
 def crossover_length(ratio: float) -> float:
     """The T at which the off-policy bound is ``ratio`` times the on-policy one.
 
     eps T (T + 1) / 2 = ratio * eps T  =>  T = 2 * ratio - 1 (independent of eps).
     """
-    if not np.isfinite(ratio) or ratio < 1:
+    ratio = validate.real(ratio, "ratio")
+    if ratio < 1:
         raise ValueError(
             f"ratio must be a finite number >= 1 (off-policy is never better), got {ratio}"
         )

@@ -9,11 +9,11 @@ the Beta kernel w(p) = p^alpha (1 - p)^beta, its default being alpha = beta = 1,
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+
+from opd_lib import validate
 
 
 def paced_weight(
@@ -28,14 +28,19 @@ def paced_weight(
     With {0, 1} rewards the weight is zero exactly for the groups that
     :func:`opd_lib.rl.drop_uniform_groups` removes.
     """
-    for name, value in (("alpha", alpha), ("beta", beta)):
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be finite and > 0, got {value}")
+    alpha, beta = validate.positive(alpha, "alpha"), validate.positive(beta, "beta")
     if isinstance(pass_rate, torch.Tensor):
-        if torch.isnan(pass_rate).any() or ((pass_rate < 0) | (pass_rate > 1)).any():
+        p = validate.float_tensor(pass_rate, "pass_rate", allow_int=True, nonempty=False)
+        if torch.isnan(p).any() or ((p < 0) | (p > 1)).any():
             raise ValueError("pass_rate must lie in [0, 1] (no NaN)")
-        return pass_rate**alpha * (1 - pass_rate) ** beta
-    p = np.asarray(pass_rate, dtype=float)
+        x = p.to(validate.compute_dtype(p))
+        return (x**alpha * (1 - x) ** beta).to(p.dtype)
+    if isinstance(pass_rate, (str, bytes, bool)):
+        raise validate.ArgumentTypeError(f"pass_rate must be numbers, got {pass_rate!r}")
+    try:
+        p = np.asarray(pass_rate, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise validate.ArgumentTypeError(f"pass_rate must be numbers, got {pass_rate!r}") from e
     if np.isnan(p).any() or ((p < 0) | (p > 1)).any():
         raise ValueError("pass_rate must lie in [0, 1] (no NaN)")
     w = p**alpha * (1.0 - p) ** beta

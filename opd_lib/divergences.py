@@ -28,6 +28,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from opd_lib import validate
+
 KINDS = ("fkl", "rkl", "jsd", "tv")
 REDUCTIONS = ("none", "sum", "mean")
 
@@ -52,10 +54,8 @@ def _floor(logp: torch.Tensor) -> torch.Tensor:
 
 def _resolve(kind: str, beta: float) -> str:
     """Validate ``kind``/``beta`` and map the JSD endpoints to forward/reverse KL."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    validate.choice(kind, "kind", KINDS)
+    beta = validate.unit(beta, "beta")
     if kind == "jsd" and beta in (0.0, 1.0):
         return "fkl" if beta == 0.0 else "rkl"
     return kind
@@ -78,9 +78,14 @@ def pointwise_terms(
     KL terms can be negative individually (only their sum is ``>= 0``); point-wise clipping of
     these terms is therefore a change of objective, not a bound. ``0 log 0`` is 0 in value and
     gradient; a KL term with ``p > 0 = q`` (support mismatch) is huge rather than ``+inf`` (see
-    ``_floor``). Differentiable with autograd.
+    ``_floor``). Differentiable with autograd. Refuses NaN, ``+inf`` and positive values (logits
+    passed as log-probabilities) by name.
     """
-    return _terms(_floor(student_logp), _floor(teacher_logp), _resolve(kind, beta), beta)
+    kind = _resolve(kind, beta)
+    student_logp = validate.log_probs(student_logp, "student_logp", min_ndim=1, dims="[..., V]")
+    teacher_logp = validate.log_probs(teacher_logp, "teacher_logp", min_ndim=1, dims="[..., V]")
+    validate.same_shape(student_logp=student_logp, teacher_logp=teacher_logp)
+    return _terms(_floor(student_logp), _floor(teacher_logp), kind, float(beta))
 
 
 def _terms(log_q: torch.Tensor, log_p: torch.Tensor, kind: str, beta: float) -> torch.Tensor:
@@ -101,25 +106,14 @@ def _terms(log_q: torch.Tensor, log_p: torch.Tensor, kind: str, beta: float) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def _as_probs(x: ArrayLike, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x)
-    if not t.is_floating_point():
-        t = t.to(torch.get_default_dtype())
-    if torch.isnan(t).any():
-        raise ValueError(f"{name} contains NaN")
-    if (t < 0).any():
-        raise ValueError(f"{name} has negative entries")
-    tol = max(1e-4, 8 * torch.finfo(t.dtype).eps)
-    deviation = (t.sum(-1) - 1).abs().max().item() if t.numel() else 0.0
-    if deviation > tol:
-        raise ValueError(f"{name} does not sum to 1 over the last axis (off by {deviation:.3g})")
-    return t
-
-
 def _prob_divergence(
     p_teacher: ArrayLike, p_student: ArrayLike, kind: str, beta: float
 ) -> ArrayLike:
-    p, q = _as_probs(p_teacher, "p_teacher"), _as_probs(p_student, "p_student")
+    """Shared body: validated inputs, computed in at least float32, returned in the inputs'
+    (promoted) dtype; clamped at 0, so float32 rounding never shows as a negative divergence."""
+    kind = _resolve(kind, beta)
+    p = validate.probabilities(p_teacher, "p_teacher")
+    q = validate.probabilities(p_student, "p_student")
     if p.shape[-1:] != q.shape[-1:]:
         raise ValueError(
             f"vocabulary sizes differ: p_teacher has {p.shape[-1]}, p_student has {q.shape[-1]}"
@@ -128,12 +122,14 @@ def _prob_divergence(
         raise ValueError(
             f"shape mismatch: p_teacher {tuple(p.shape)} vs p_student {tuple(q.shape)}"
         )
-    dtype = torch.promote_types(p.dtype, q.dtype)
-    p, q, kind = p.to(dtype), q.to(dtype), _resolve(kind, beta)
-    value = pointwise_terms(q.log(), p.log(), kind, beta).sum(-1)
+    out_dtype = torch.promote_types(p.dtype, q.dtype)
+    dtype = validate.compute_dtype(p, q)
+    p, q = p.to(dtype), q.to(dtype)
+    value = _terms(_floor(q.log()), _floor(p.log()), kind, float(beta)).sum(-1).clamp_min(0)
     if kind in ("fkl", "rkl"):  # exact +inf on a support mismatch (see _floor)
         a, b = (p, q) if kind == "fkl" else (q, p)
         value = torch.where(((a > 0) & (b == 0)).any(-1), math.inf, value)
+    value = value.to(out_dtype)
     if isinstance(p_teacher, np.ndarray) or isinstance(p_student, np.ndarray):
         return value.numpy()
     return value
@@ -242,6 +238,28 @@ def _logit_grads(
     return grad_s, grad_t
 
 
+def logit_gradients(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "rkl", beta: float = 0.5
+) -> torch.Tensor:
+    """Analytic gradient of the per-position divergence with respect to the student's logits,
+    ``[..., V]`` (no autograd): the softmax VJP ``q * (r - <q, r>)`` of ``r = dD/dq``; for the
+    reverse KL ``q * (log q - log p - KL(q || p))``, for the forward KL ``q - p`` (the cases are
+    listed in ``_logit_grads``). Computed in the logits' dtype (at least float32)."""
+    kind = _resolve(kind, beta)
+    for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        validate.float_tensor(x, name, min_ndim=1, dims="[..., V]")
+        validate.no_nan(x, name, inf="+")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape"
+        )
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    log_q = _floor(torch.log_softmax(student_logits.to(dtype), dim=-1))
+    log_p = _floor(torch.log_softmax(teacher_logits.to(dtype), dim=-1))
+    return _logit_grads(log_q, log_p, kind, float(beta), True, False)[0]
+
+
 class _ChunkedDivergence(torch.autograd.Function):
     """Divergence ``[M]`` at the selected positions ``index`` of ``[..., V]`` logits, by chunks.
 
@@ -285,50 +303,47 @@ class _ChunkedDivergence(torch.autograd.Function):
 
 def check_mask(
     mask: torch.Tensor, positions: tuple[int, ...] | torch.Size, nonempty: bool = False
-) -> None:
-    """Raise ``ValueError`` unless ``mask`` is a boolean tensor of shape ``positions``.
+) -> torch.Tensor:
+    """The boolean mask (from bool or 0/1), refused unless it has shape ``positions``.
 
     ``positions`` is the logits' shape without the vocabulary axis (``logits.shape[:-1]``).
     With ``nonempty=True`` a mask that selects no token is an error too (for a mean over the
-    selected tokens). Shared by ``token_divergence`` and ``opd_lib.opsd.clip_pointwise``.
+    selected tokens). Float masks and TRL-style ``-100`` labels are refused by name. The check
+    lives in :func:`opd_lib.validate.mask`.
     """
-    if mask.shape != tuple(positions):
-        raise ValueError(
-            f"mask shape {tuple(mask.shape)} does not match the logits' positions "
-            f"{tuple(positions)}"
-        )
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a boolean tensor, got {mask.dtype}")
-    if nonempty and not mask.any():
-        raise ValueError("mask selects no token")
+    return validate.mask(mask, "mask", positions, nonempty=nonempty)
 
 
 def _validate_logits(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None
-) -> None:
+) -> torch.Tensor | None:
+    """Check the two ``[..., V]`` logits and the mask; return the mask as booleans."""
+    for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        validate.float_tensor(x, name, min_ndim=2, dims="[..., V] with positions")
     vs, vt = student_logits.shape[-1], teacher_logits.shape[-1]
     if vs != vt:
-        raise ValueError(f"vocabulary sizes differ: student logits have {vs}, teacher logits {vt}")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"shape mismatch: student logits {tuple(student_logits.shape)} vs "
-            f"teacher logits {tuple(teacher_logits.shape)}"
-        )
-    if student_logits.ndim < 2:
-        raise ValueError(
-            f"logits must be [..., V] with positions, got {tuple(student_logits.shape)}"
-        )
+        raise ValueError(f"vocabulary sizes differ: student_logits has {vs}, teacher_logits {vt}")
+    validate.same_shape(student_logits=student_logits, teacher_logits=teacher_logits)
     if mask is not None:
-        check_mask(mask, student_logits.shape[:-1], nonempty=True)
+        return check_mask(mask, student_logits.shape[:-1], nonempty=True)
+    return None
 
 
 def _nan_error(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> ValueError:
-    """The error for a NaN divergence, naming the input that has NaN (failure path only)."""
+    """The error for a NaN divergence, naming the input at fault (failure path only)."""
     pairs = (("student", student_logits), ("teacher", teacher_logits))
     culprits = [name for name, logits in pairs if torch.isnan(logits).any()]
     if culprits:
-        return ValueError(f"NaN divergence: the {' and '.join(culprits)} logits contain NaN")
-    return ValueError("NaN divergence: check for +inf logits or rows that are entirely -inf")
+        names = " and ".join(f"{c}_logits" for c in culprits)
+        return ValueError(
+            f"NaN divergence: the {' and '.join(culprits)} logits contain NaN ({names})"
+        )
+    culprits = [f"{name}_logits" for name, logits in pairs if (logits == math.inf).any()]
+    if culprits:
+        return ValueError(f"NaN divergence: {' and '.join(culprits)} contain +inf")
+    return ValueError(
+        "NaN divergence: student_logits or teacher_logits have a row that is entirely -inf"
+    )
 
 
 def token_divergence(
@@ -371,13 +386,12 @@ def token_divergence(
     (detected on the result, so the check is free; masked-out positions are not inspected).
     """
     kind = _resolve(kind, beta)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size > 0):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    _validate_logits(student_logits, teacher_logits, mask)
+    beta = float(beta)
+    validate.choice(reduction, "reduction", REDUCTIONS)
+    temperature = validate.positive(temperature, "temperature")
+    if chunk_size is not None:
+        chunk_size = validate.integer(chunk_size, "chunk_size")
+    mask = _validate_logits(student_logits, teacher_logits, mask)
 
     positions = student_logits.shape[:-1]
     dtype = torch.promote_types(student_logits.dtype, teacher_logits.dtype)
@@ -393,7 +407,7 @@ def token_divergence(
         if temperature != 1.0:
             student, teacher = student / temperature, teacher / temperature
         log_q, log_p = torch.log_softmax(student, dim=-1), torch.log_softmax(teacher, dim=-1)
-        per_token = pointwise_terms(log_q, log_p, kind, beta).sum(-1)  # [B, T], or [M] if masked
+        per_token = _terms(_floor(log_q), _floor(log_p), kind, beta).sum(-1)  # [B, T] or [M]
     else:
         per_token = _ChunkedDivergence.apply(
             student_logits, teacher_logits, kind, beta, temperature, chunk_size, dtype, *index
@@ -441,10 +455,13 @@ def sampled_token_estimators(logp_student: torch.Tensor, logp_teacher: torch.Ten
     tokens held fixed), their expected gradients differ: ``E[grad k1] = 0``,
     ``E[grad k2] = grad KL(student || teacher)``, ``E[grad k3] = grad KL(teacher || student)``.
     """
-    if logp_student.shape != logp_teacher.shape:
-        raise ValueError(
-            f"shape mismatch: logp_student {tuple(logp_student.shape)} vs "
-            f"logp_teacher {tuple(logp_teacher.shape)}"
-        )
-    log_r = logp_teacher - logp_student
-    return KLEstimates(k1=-log_r, k2=0.5 * log_r.square(), k3=torch.expm1(log_r) - log_r)
+    logp_student = validate.log_probs(logp_student, "logp_student")
+    logp_teacher = validate.log_probs(logp_teacher, "logp_teacher")
+    validate.same_shape(logp_student=logp_student, logp_teacher=logp_teacher)
+    if (logp_student == -math.inf).any():
+        raise ValueError("logp_student contains -inf: a token sampled from the student has p > 0")
+    out = torch.promote_types(logp_student.dtype, logp_teacher.dtype)
+    dtype = validate.compute_dtype(logp_student, logp_teacher)
+    log_r = logp_teacher.to(dtype) - logp_student.to(dtype)
+    k1, k2, k3 = -log_r, 0.5 * log_r.square(), torch.expm1(log_r) - log_r
+    return KLEstimates(k1=k1.to(out), k2=k2.to(out), k3=k3.to(out))

@@ -16,13 +16,14 @@ mixed -> on-policy schedule for ``lam``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from opd_lib import validate
 from opd_lib.divergences import token_divergence
+from opd_lib.lm import Batch, completion_logits
 from opd_lib.sampling import completion_mask, sample_completions, special_token_ids
 
 __all__ = [
@@ -41,63 +42,7 @@ __all__ = [
 Source = Literal["student", "teacher", "data"]
 
 
-@dataclass(frozen=True)
-class GKDBatch:
-    """One batch of prompts and their dataset completions.
-
-    Attributes:
-        prompt_ids: ``[B, P]`` token ids, padded on the **left** (so every prompt ends at column
-            ``P - 1`` and generation continues from there).
-        prompt_mask: ``[B, P]``, 1 on real prompt tokens, 0 on padding.
-        completion_ids: ``[B, C]`` the dataset's completions, each ending in EOS and padded on the
-            right; everything after the first EOS is ignored (see ``completion_mask``).
-    """
-
-    prompt_ids: torch.Tensor
-    prompt_mask: torch.Tensor
-    completion_ids: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.prompt_ids.dim() != 2 or self.completion_ids.dim() != 2:
-            raise ValueError(
-                f"prompt_ids and completion_ids must be [batch, length], got "
-                f"{tuple(self.prompt_ids.shape)} and {tuple(self.completion_ids.shape)}"
-            )
-        if self.prompt_mask.shape != self.prompt_ids.shape:
-            raise ValueError(
-                f"prompt_mask shape {tuple(self.prompt_mask.shape)} differs from prompt_ids "
-                f"{tuple(self.prompt_ids.shape)}"
-            )
-        if self.completion_ids.shape[0] != self.prompt_ids.shape[0]:
-            raise ValueError(
-                f"{self.prompt_ids.shape[0]} prompts but {self.completion_ids.shape[0]} completions"
-            )
-        if self.completion_ids.shape[1] < 1:
-            raise ValueError("completion_ids has no columns")
-        if self.prompt_mask[:, -1].eq(0).any():
-            raise ValueError("prompts must be left padded: the last prompt column has padding")
-
-    @classmethod
-    def from_texts(cls, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> GKDBatch:
-        """Tokenize ``prompts`` (left padded by the tokenizer) and ``completions`` (EOS appended,
-        right padded with the pad token). No special tokens are added to either."""
-        if len(prompts) != len(completions) or not prompts:
-            raise ValueError(
-                f"need as many prompts as completions (and at least one), got {len(prompts)} "
-                f"and {len(completions)}"
-            )
-        if tokenizer.padding_side != "left":
-            raise ValueError("the tokenizer must pad on the left (padding_side='left')")
-        enc = tokenizer(list(prompts), padding=True, return_tensors="pt", add_special_tokens=False)
-        rows = [
-            tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            for c in completions
-        ]
-        width = max(len(r) for r in rows)
-        completion = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        for i, r in enumerate(rows):
-            completion[i, : len(r)] = torch.tensor(r)
-        return cls(enc["input_ids"], enc["attention_mask"], completion)
+GKDBatch = Batch  # the general batch type lives in opd_lib.lm; the old name stays
 
 
 @dataclass(frozen=True)
@@ -116,7 +61,7 @@ class GKDStepResult:
 def gkd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     beta: float = 0.5,
     temperature: float = 1.0,
 ) -> torch.Tensor:
@@ -125,7 +70,8 @@ def gkd_loss(
     ``[B, T, V]`` logits and a ``[B, T]`` mask (bool or 0/1) of the positions that count. Equals
     TRL's ``GKDTrainer.generalized_jsd_loss(student, teacher, labels, beta, temperature)`` with
     ``labels = -100`` where the mask is off (its ``"batchmean"`` reduction). Built on
-    ``opd_lib.divergences.token_divergence(kind="jsd")``.
+    ``opd_lib.divergences.token_divergence(kind="jsd")``. TRL's labels themselves (token ids
+    with ``-100``) are refused as a mask: pass ``labels != -100``.
     """
     if mask is None:
         raise ValueError("mask is required (use torch.ones(B, T, dtype=bool) for every token)")
@@ -135,37 +81,21 @@ def gkd_loss(
         kind="jsd",
         beta=beta,
         temperature=temperature,
-        mask=mask.bool(),
+        mask=mask,
         reduction="mean",
     )
-
-
-def completion_logits(
-    model: torch.nn.Module,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    completion_ids: torch.Tensor,
-) -> torch.Tensor:
-    """Logits ``[B, C, V]`` that predict each completion token from the prompt and the tokens
-    before it: one forward pass over ``prompt + completion``, shifted by one.
-
-    Position ids skip the left padding, so a padded prompt gets the same logits as unpadded.
-    Positions after the first EOS get logits too; mask them out with ``completion_mask``.
-    """
-    width = prompt_ids.shape[1]
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attn = torch.cat([prompt_mask.long(), prompt_mask.new_ones(completion_ids.shape).long()], 1)
-    position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids).logits
-    return logits[:, width - 1 : -1, :]
 
 
 def choose_source(lam: float, seq_kd: bool, generator: torch.Generator | None) -> Source:
     """GKD's mixture choice for one step: draw ``u ~ U[0, 1)`` from ``generator``; ``"student"`` if
     ``u < lam``, else ``"teacher"`` if ``seq_kd`` else ``"data"``. (``lam=0`` never and
     ``lam=1`` always samples the student.)"""
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    lam = validate.unit(lam, "lam")
+    validate.flag(seq_kd, "seq_kd")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise validate.ArgumentTypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     u = torch.rand((), generator=generator).item()
     if u < lam:
         return "student"
@@ -200,26 +130,31 @@ def gkd_step(
     No optimizer step happens here: call ``result.loss.backward()`` and step yourself.
     ``eos_token_id``/``pad_token_id`` default to the student's config.
     """
+    validate.module(student, "student")
+    validate.module(teacher, "teacher")
     if not isinstance(batch, GKDBatch):
-        raise ValueError(f"batch must be a GKDBatch, got {type(batch).__name__}")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
+        raise ValueError(f"batch must be a Batch (GKDBatch), got {type(batch).__name__}")
+    beta = validate.unit(beta, "beta")
+    max_new_tokens = validate.integer(max_new_tokens, "max_new_tokens")
+    temperature = validate.positive(temperature, "temperature")
+    loss_temperature = validate.positive(loss_temperature, "loss_temperature")
     eos_token_id, pad_token_id = special_token_ids(student, eos_token_id, pad_token_id)
 
     source = choose_source(lam, seq_kd, generator)
     if source == "data":
         completion = batch.completion_ids
     else:
-        completion = sample_completions(
-            student if source == "student" else teacher,
-            batch.prompt_ids,
-            batch.prompt_mask,
-            max_new_tokens,
-            temperature=temperature,
-            generator=generator,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-        )
+        with validate.sampling_from(source):
+            completion = sample_completions(
+                student if source == "student" else teacher,
+                batch.prompt_ids,
+                batch.prompt_mask,
+                max_new_tokens,
+                temperature=temperature,
+                generator=generator,
+                eos_token_id=eos_token_id,
+                pad_token_id=pad_token_id,
+            )
     mask = completion_mask(completion, eos_token_id)
     with torch.no_grad():
         teacher_logits = completion_logits(teacher, batch.prompt_ids, batch.prompt_mask, completion)
@@ -247,8 +182,9 @@ def lambda_schedule(step: int, total_steps: int, warmup: float = 0.2, mixed: flo
     ``mixed=0`` it jumps from off-policy to on-policy. This is a common recipe, not the paper's:
     GKD's experiments start from a supervised-fine-tuned student and keep ``lam`` fixed.
     """
-    if not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    total_steps = validate.integer(total_steps, "total_steps")
+    step = validate.integer(step, "step", minimum=0)
+    warmup, mixed = validate.unit(warmup, "warmup"), validate.unit(mixed, "mixed")
     if not 0 <= step <= total_steps:
         raise ValueError(f"step must be in [0, total_steps={total_steps}], got {step}")
     if warmup < 0 or mixed < 0 or warmup + mixed > 1:
@@ -293,6 +229,7 @@ def on_policy_loss(
 ) -> float:
     """``gkd_loss`` of the student on its own samples (drawn from a generator seeded with
     ``seed``), without gradients: how far it is from the teacher where it actually goes."""
+    seed = validate.integer(seed, "seed", minimum=0)
     with torch.no_grad():
         result = gkd_step(
             student,
@@ -328,8 +265,13 @@ def train_gkd(
     run is reproducible given the models' initial weights. The student is updated in place; the
     teacher is never touched.
     """
-    if steps < 1 or eval_every < 1:
-        raise ValueError(f"steps and eval_every must be >= 1, got {steps} and {eval_every}")
+    steps, eval_every = validate.integer(steps, "steps"), validate.integer(eval_every, "eval_every")
+    validate.module(student, "student")
+    lam = None if lam is None else validate.unit(lam, "lam")
+    beta, lr = validate.unit(beta, "beta"), validate.positive(lr, "lr")
+    max_new_tokens = validate.integer(max_new_tokens, "max_new_tokens")
+    validate.flag(seq_kd, "seq_kd")
+    seed = validate.integer(seed, "seed", minimum=0)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history = GKDHistory([], [], [], [], [], [])

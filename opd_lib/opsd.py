@@ -26,13 +26,14 @@ different operations go by the name "per-token clipping"; both are here:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import torch
 
+from opd_lib import validate
 from opd_lib.divergences import check_mask, pointwise_terms
+from opd_lib.lm import forward_logits
 
 __all__ = [
     "TeacherInputs",
@@ -40,6 +41,7 @@ __all__ = [
     "clip_pointwise",
     "gather_positions",
     "hinted_teacher_inputs",
+    "hinted_teacher_logits",
     "opsd_loss",
     "top_k_share",
 ]
@@ -105,7 +107,8 @@ def hinted_teacher_inputs(
 
     Prompt and hint are encoded separately without special tokens and concatenated as ids, so the
     hint's own text carries any separator you want (``"(answer: 42)"``). With ``hint = [""] * B``
-    the result is exactly the student's input, which is how the student side is built too.
+    the result is exactly the student's input (how ``opd_lib.sim.self_distill`` builds the student
+    side; the lab trainer builds it with ``opd_lib.lm.completion_logits`` instead).
 
     Off by one: the logits at sequence position ``i`` predict the token at ``i + 1``. Rows are
     left padded, so every completion fills the last ``N`` columns of the ``L``-wide batch, and the
@@ -117,6 +120,10 @@ def hinted_teacher_inputs(
     Left padding shifts absolute positions; Qwen3's rotary attention depends only on relative
     positions, so a padded row gives the same logits (pass ``position_ids`` if your model differs).
     """
+    if not callable(tokenizer):
+        raise validate.ArgumentTypeError(
+            f"tokenizer must be a (callable) tokenizer, got {type(tokenizer).__name__}"
+        )
     if isinstance(prompt, str) or isinstance(hint, str):
         raise ValueError("prompt and hint must be lists of strings (wrap a single example: [text])")
     prompt, hint = list(prompt), list(hint)
@@ -148,6 +155,11 @@ def hinted_teacher_inputs(
 
 def gather_positions(logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """``[B, L, V]`` logits at ``positions`` ``[B, N]`` -> ``[B, N, V]`` (differentiable)."""
+    logits = validate.float_tensor(logits, "logits", ndim=3, dims="[B, L, V]")
+    if not isinstance(positions, torch.Tensor) or positions.is_floating_point() or (
+        positions.dtype == torch.bool
+    ):
+        raise validate.ArgumentTypeError("positions must be an integer (long) tensor [B, N]")
     if logits.dim() != 3 or positions.dim() != 2 or positions.shape[0] != logits.shape[0]:
         raise ValueError(
             f"expected logits [B, L, V] and positions [B, N], got {tuple(logits.shape)} and "
@@ -156,12 +168,47 @@ def gather_positions(logits: torch.Tensor, positions: torch.Tensor) -> torch.Ten
     if positions.min() < 0 or positions.max() >= logits.shape[1]:
         raise ValueError(f"positions out of range [0, {logits.shape[1]})")
     index = positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-    return logits.gather(1, index)
+    out = logits.gather(1, index)
+    validate.no_nan(out, "logits", inf="+")  # at the gathered positions only
+    return out
 
 
-def _check_cap(max_value: float) -> None:
-    if not (isinstance(max_value, (int, float)) and math.isfinite(max_value) and max_value > 0):
-        raise ValueError(f"max_value must be a finite number > 0, got {max_value!r}")
+def hinted_teacher_logits(
+    model: torch.nn.Module,
+    tokenizer,
+    prompt: Sequence[str],
+    hint: Sequence[str],
+    completion: torch.Tensor | Sequence[Sequence[int]],
+    *,
+    skip_padding: bool = False,
+) -> torch.Tensor:
+    """The self-teacher's logits ``[B, N, V]``: ``model`` reading ``prompt + hint`` predicts each
+    completion token (:func:`hinted_teacher_inputs`, one forward pass, :func:`gather_positions`).
+
+    ``skip_padding=True`` passes position ids that skip the left padding
+    (``opd_lib.lm.position_ids``, as the lab trainer does); otherwise positions count from the
+    first column (Qwen3's rotary attention is relative, so both agree up to rounding)."""
+    inputs = hinted_teacher_inputs(tokenizer, prompt, hint, completion)
+    device = next(model.parameters()).device
+    ids, attn = inputs.input_ids.to(device), inputs.attention_mask.to(device)
+    if skip_padding:
+        logits = forward_logits(model, ids, attn)
+    else:
+        logits = model(input_ids=ids, attention_mask=attn).logits
+    return gather_positions(logits, inputs.positions.to(device))
+
+
+def _check_cap(max_value: float) -> float:
+    return validate.positive(max_value, "max_value")
+
+
+def _divergences(x: torch.Tensor, name: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token divergences: a real tensor, finite and >= 0 (float32 rounding tolerated)."""
+    x = validate.float_tensor(x, name, allow_int=True)
+    validate.no_nan(x, name, where=mask, inf="both")
+    if ((x if mask is None else x[mask]) < -1e-5).any():
+        raise ValueError(f"{name} must be >= 0 (an unclipped divergence)")
+    return x
 
 
 def clip_per_token(
@@ -179,11 +226,9 @@ def clip_per_token(
     * ``mode="rescale"``: the same values, but a capped token keeps its gradient direction scaled
       by ``c / D_t`` (``D_t * stopgrad(min(1, c / D_t))``): its pull is capped, not removed.
     """
-    _check_cap(max_value)
-    if mode not in ("clamp", "rescale"):
-        raise ValueError(f"mode must be 'clamp' or 'rescale', got {mode!r}")
-    if torch.isnan(token_divergence).any():
-        raise ValueError("token_divergence contains NaN")
+    max_value = _check_cap(max_value)
+    validate.choice(mode, "mode", ("clamp", "rescale"))
+    token_divergence = _divergences(token_divergence, "token_divergence")
     if mode == "clamp":
         return token_divergence.clamp(max=max_value)
     d = token_divergence.detach()
@@ -209,19 +254,19 @@ def clip_pointwise(
     get zero gradient while the others keep theirs. ``kind="fkl"`` is the official scripts'
     ``--beta 0``. Gradients flow to both logits (detach the teacher).
     """
-    _check_cap(max_value)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    max_value = _check_cap(max_value)
+    temperature = validate.positive(temperature, "temperature")
+    for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        validate.float_tensor(x, name, min_ndim=2, dims="[..., V]")
     if student_logits.shape != teacher_logits.shape or student_logits.dim() < 2:
         raise ValueError(
-            f"shape mismatch: student logits {tuple(student_logits.shape)} vs teacher logits "
+            f"shape mismatch: student_logits {tuple(student_logits.shape)} vs teacher_logits "
             f"{tuple(teacher_logits.shape)} (need the same [..., V])"
         )
-    for name, t in (("student", student_logits), ("teacher", teacher_logits)):
-        if torch.isnan(t).any():
-            raise ValueError(f"{name} logits contain NaN")
     if mask is not None:
-        check_mask(mask, student_logits.shape[:-1])
+        mask = check_mask(mask, student_logits.shape[:-1], nonempty=True)
+    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        validate.no_nan(t, name, where=mask, inf="+")
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
     log_q = torch.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
     log_p = torch.log_softmax(teacher_logits.to(dtype) / temperature, dim=-1)
@@ -248,6 +293,13 @@ def opsd_loss(
     """
     from opd_lib.divergences import token_divergence
 
+    validate.choice(clip, "clip", ("none", "token", "pointwise"))
+    for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        validate.float_tensor(x, name, min_ndim=2, dims="[..., V]")
+    validate.same_shape(student_logits=student_logits, teacher_logits=teacher_logits)
+    if mask is not None:
+        mask = check_mask(mask, student_logits.shape[:-1], nonempty=True)
+    max_value = _check_cap(max_value)
     teacher_logits = teacher_logits.detach()
     if clip == "pointwise":
         per_token = clip_pointwise(student_logits, teacher_logits, mask, kind, max_value, beta)
@@ -270,17 +322,15 @@ def top_k_share(token_divergence: torch.Tensor, k: int, mask: torch.Tensor | Non
     ``sum(top k values) / sum(all values)`` over the tokens selected by ``mask`` (all if None),
     pooled over the whole batch. Values must be non-negative (an unclipped divergence).
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = validate.integer(k, "k")
+    token_divergence = validate.float_tensor(token_divergence, "token_divergence", allow_int=True)
     values = token_divergence.detach().reshape(-1)
     if mask is not None:
-        if mask.shape != token_divergence.shape or mask.dtype != torch.bool:
-            raise ValueError("mask must be a boolean tensor of the divergence's shape")
+        mask = validate.mask(mask, "mask", token_divergence.shape, what="token_divergence")
         values = values[mask.reshape(-1)]
     if values.numel() == 0:
         raise ValueError("no token selected")
-    if torch.isnan(values).any() or (values < 0).any():
-        raise ValueError("divergences must be non-negative numbers")
+    _divergences(values, "token_divergence")
     total = values.sum()
     if total <= 0:
         raise ValueError("total divergence is 0: the share is undefined")

@@ -8,7 +8,7 @@ is a policy-gradient problem whose per-token reward is r_t = log p_T(y_t) - log 
 (MiniLLM, Gu et al. 2024, arXiv:2306.08543). This module holds the pieces: the reward, the
 REINFORCE surrogate loss, reward-to-go (with MiniLLM's length normalisation), MiniLLM's exact
 single-step term, and two ways of pushing the reward past the teacher (G-OPD's reward
-extrapolation, and the seed's verifier bonus).
+extrapolation, and a verifier bonus added to the teacher's log-likelihood).
 
 Conventions: per-token tensors are [B, T]; ``mask`` [B, T] is boolean, True on completion tokens
 that count; log-probs are of the sampled tokens.
@@ -19,29 +19,30 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+
+from opd_lib import validate
+from opd_lib.divergences import token_divergence
+
+_check_same_shape = validate.same_shape
 
 
-def _check_same_shape(**tensors: torch.Tensor) -> None:
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"shape mismatch: {shapes}")
+def _check_mask(mask: torch.Tensor, shape: torch.Size, what: str = "logp") -> torch.Tensor:
+    return validate.mask(mask, "mask", shape, what=what)
 
 
-def _check_mask(mask: torch.Tensor, shape: torch.Size) -> None:
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
-    if mask.shape != shape:
-        raise ValueError(f"shape mismatch: mask {tuple(mask.shape)} vs values {tuple(shape)}")
-    if not mask.any():
-        raise ValueError("mask selects no tokens")
+def _sampled_logp(x: torch.Tensor, name: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probs of tokens sampled from that model: ``<= 0`` and finite (``p > 0``)."""
+    x = validate.log_probs(x, name, where=mask)
+    if ((x if mask is None else x[mask]) == -math.inf).any():
+        raise ValueError(f"{name} contains -inf: a token sampled from that model has p > 0")
+    return x
 
 
-def _check_no_nan(mask: torch.Tensor | None = None, **tensors: torch.Tensor) -> None:
-    for name, t in tensors.items():
-        values = t if mask is None else t[mask]
-        if torch.isnan(values).any():
-            raise ValueError(f"{name} contains NaN" + ("" if mask is None else " at masked tokens"))
+def _values(x: torch.Tensor, name: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Finite real values (integers become float), checked at ``mask``."""
+    x = validate.float_tensor(x, name, allow_int=True)
+    validate.no_nan(x, name, where=mask, inf="both")
+    return x
 
 
 def per_token_reverse_kl_reward(
@@ -51,16 +52,20 @@ def per_token_reverse_kl_reward(
 
     Positive where the teacher likes the sampled token more than the student does. Summed over a
     sequence its expectation under the student is -KL(p_theta || p_T) (MiniLLM, arXiv:2306.08543,
-    Sec. 2.2; the seed's Chapter 5 worked example: p_T = 0.7, p_theta = 0.3 gives r = +0.847).
+    Sec. 2.2). Example: p_T = 0.7, p_theta = 0.3 gives r = log(7/3) = +0.847.
     """
+    logp_teacher = validate.log_probs(logp_teacher, "logp_teacher")
+    logp_student = _sampled_logp(logp_student, "logp_student")
     _check_same_shape(logp_teacher=logp_teacher, logp_student=logp_student)
-    _check_no_nan(logp_teacher=logp_teacher, logp_student=logp_student)
     return (logp_teacher - logp_student).detach()
 
 
 def _as_token_tensor(baseline: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a scalar, per-sequence [B] or per-token [B, T] baseline to ``like`` [B, T]."""
-    b = torch.as_tensor(baseline, dtype=like.dtype, device=like.device)
+    if isinstance(baseline, torch.Tensor):
+        b = _values(baseline, "baseline").to(like.dtype)
+    else:
+        b = torch.tensor(validate.real(baseline, "baseline"), dtype=like.dtype, device=like.device)
     if b.ndim == 1:
         if b.shape[0] != like.shape[0]:
             raise ValueError(
@@ -99,20 +104,23 @@ def reinforce_loss(
     at t keeps it unbiased and can lower its variance.
 
     ``entropy`` [B, T] is the student's per-token entropy H(p_theta(. | y_<t)) computed with
-    gradient from its logits (the seed's MiniLLM sketch adds it with a small coefficient against
-    collapse); it is required when ``entropy_coef > 0`` and ignored when ``entropy_coef == 0``.
+    gradient from its logits (an optional bonus, not part of MiniLLM's objective, added with a
+    small coefficient against collapse); it is required when ``entropy_coef > 0`` and ignored
+    when ``entropy_coef == 0``.
     With the reverse-KL reward the objective already holds the student's entropy (its -log p_theta
     part), so the bonus adds entropy on top of it.
     """
+    logp = validate.float_tensor(logp, "logp")
+    rewards = validate.float_tensor(rewards, "rewards", allow_int=True)
     _check_same_shape(logp=logp, rewards=rewards)
-    _check_mask(mask, logp.shape)
-    _check_no_nan(mask, logp=logp, rewards=rewards)
-    if not math.isfinite(entropy_coef) or entropy_coef < 0:
-        raise ValueError(f"entropy_coef must be finite and >= 0, got {entropy_coef}")
+    mask = _check_mask(mask, logp.shape)
+    logp = _sampled_logp(logp, "logp", mask)
+    rewards = _values(rewards, "rewards", mask).to(logp.dtype)
+    entropy_coef = validate.nonnegative(entropy_coef, "entropy_coef")
     advantage = rewards.detach()
     if baseline is not None:
         b = _as_token_tensor(baseline, rewards).detach()
-        _check_no_nan(mask, baseline=b)
+        validate.no_nan(b, "baseline", where=mask, inf="both")
         advantage = advantage - b
     n_tokens = mask.sum()
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
@@ -120,8 +128,11 @@ def reinforce_loss(
     if entropy_coef > 0:
         if entropy is None:
             raise ValueError("entropy_coef > 0 needs the per-token entropy tensor")
+        entropy = _values(entropy, "entropy")
         _check_same_shape(logp=logp, entropy=entropy)
-        _check_no_nan(mask, entropy=entropy)
+        validate.no_nan(entropy, "entropy", where=mask, inf="both")
+        if (entropy[mask] < -1e-5).any():
+            raise ValueError("entropy must be >= 0 (an entropy in nats) at the selected tokens")
         loss = loss - entropy_coef * torch.where(mask, entropy, zero).sum() / n_tokens
     return loss
 
@@ -145,10 +156,11 @@ def discounted_returns(
     (microsoft/LMOps, minillm/losses.py, ``_get_advantages_and_returns``) divides the discounted
     reward-to-go including r_t by that count of remaining tokens, which is what is done here.
     """
-    _check_mask(mask, rewards.shape)
-    _check_no_nan(mask, rewards=rewards)
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+    rewards = validate.float_tensor(rewards, "rewards", allow_int=True, ndim=2, dims="[B, T]")
+    mask = _check_mask(mask, rewards.shape, "rewards")
+    rewards = _values(rewards, "rewards", mask)
+    gamma = validate.unit(gamma, "gamma")
+    validate.flag(length_normalize, "length_normalize")
     zero = torch.zeros((), dtype=rewards.dtype, device=rewards.device)
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
@@ -174,21 +186,19 @@ def single_step_kl(
     long-term REINFORCE part weighted by R_{t+1} = sum_{k > t} r_k (with gamma = 1,
     ``discounted_returns(r, mask) - r``). Differentiable w.r.t. ``student_logits`` [B, T, V];
     ``teacher_logits`` [B, T, V] are treated as constants. Vocabulary entries the student gives
-    probability 0 contribute 0.
+    probability 0 contribute 0 (in value and gradient: ``-inf`` logits shared with the teacher,
+    a masked vocabulary, give finite gradients). Computed by
+    ``opd_lib.divergences.token_divergence(kind="rkl", reduction="mean")``.
     """
+    for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        validate.float_tensor(x, name, ndim=3, dims="[B, T, V]")
     _check_same_shape(student_logits=student_logits, teacher_logits=teacher_logits)
-    if student_logits.ndim != 3:
-        raise ValueError(f"logits must be [B, T, V], got shape {tuple(student_logits.shape)}")
-    _check_mask(mask, student_logits.shape[:2])
-    _check_no_nan(mask, student_logits=student_logits, teacher_logits=teacher_logits)
-    dtype = torch.promote_types(student_logits.dtype, torch.float32)
-    logp_s = F.log_softmax(student_logits.to(dtype), dim=-1)
-    logp_t = F.log_softmax(teacher_logits.detach().to(dtype), dim=-1)
-    p_s = logp_s.exp()
-    zero = torch.zeros((), dtype=dtype, device=p_s.device)
-    per_vocab = torch.where(p_s > 0, p_s * (logp_s - logp_t), zero)
-    per_token = per_vocab.sum(-1)
-    return torch.where(mask, per_token, zero).sum() / mask.sum()
+    mask = _check_mask(mask, student_logits.shape[:2])
+    validate.no_nan(student_logits, "student_logits", where=mask, inf="+")
+    validate.no_nan(teacher_logits, "teacher_logits", where=mask, inf="+")
+    return token_divergence(
+        student_logits, teacher_logits.detach(), "rkl", mask=mask, reduction="mean"
+    )
 
 
 def extrapolated_reward(
@@ -211,10 +221,10 @@ def extrapolated_reward(
     interpolates between reference and teacher, lam > 1 ("ExOPD") extrapolates past the teacher.
     The optimum is pi* proportional to pi_ref^(1 - lam) * pi_T^lam.
     """
+    logp_teacher = validate.log_probs(logp_teacher, "logp_teacher")
+    logp_reference = _sampled_logp(logp_reference, "logp_reference")
     _check_same_shape(logp_teacher=logp_teacher, logp_reference=logp_reference)
-    _check_no_nan(logp_teacher=logp_teacher, logp_reference=logp_reference)
-    if not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam must be finite and >= 0, got {lam}")
+    lam = validate.nonnegative(lam, "lam")
     return (lam * (logp_teacher - logp_reference)).detach()
 
 
@@ -224,9 +234,9 @@ def verifier_augmented_reward(
     beta: float,
     mask: torch.Tensor,
 ) -> torch.Tensor:
-    """The seed's verifier-augmented reward R(y) = log P_T(y) + beta * R_ext(y), per token.
+    """A verifier-bonus reward R(y) = log P_T(y) + beta * R_ext(y), per token.
 
-    This is the seed's form (Chapter 5), which it calls G-OPD; the G-OPD paper (arXiv:2602.12125)
+    This form also circulates under the name G-OPD, but the G-OPD paper (arXiv:2602.12125)
     instead scales the implicit reward log(pi_T / pi_ref) by lam (see :func:`extrapolated_reward`)
     and adds no external verifier. Per token the output is log p_T(y_t) on masked tokens, plus
     beta * verifier_reward[b] on the last masked token of row b, so that summing over a row gives
@@ -234,9 +244,9 @@ def verifier_augmented_reward(
     score per sequence [B]. The student's entropy term of the reverse KL is not included: add
     ``-logp_student`` (or use :func:`per_token_reverse_kl_reward` for the first part). Detached.
     """
-    _check_mask(mask, logp_teacher.shape)
-    if logp_teacher.ndim != 2:
-        raise ValueError(f"logp_teacher must be [B, T], got shape {tuple(logp_teacher.shape)}")
+    logp_teacher = validate.float_tensor(logp_teacher, "logp_teacher", ndim=2, dims="[B, T]")
+    mask = _check_mask(mask, logp_teacher.shape, "logp_teacher")
+    verifier_reward = _values(verifier_reward, "verifier_reward")
     if verifier_reward.shape != logp_teacher.shape[:1]:
         raise ValueError(
             f"shape mismatch: verifier_reward {tuple(verifier_reward.shape)} must be [B] for "
@@ -247,10 +257,8 @@ def verifier_augmented_reward(
         raise ValueError(
             f"mask selects no tokens in rows {empty}: nowhere to add the verifier reward"
         )
-    _check_no_nan(mask, logp_teacher=logp_teacher)
-    _check_no_nan(verifier_reward=verifier_reward)
-    if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
+    logp_teacher = validate.log_probs(logp_teacher, "logp_teacher", where=mask)
+    beta = validate.real(beta, "beta")
     T = mask.shape[1]
     positions = torch.arange(T, device=mask.device).expand_as(mask)
     last = torch.where(mask, positions, -1).max(dim=1).values

@@ -1,4 +1,4 @@
-"""GRPO's group-relative advantages and rejection sampling (seed 004: "RL without RL").
+"""GRPO's group-relative advantages and rejection sampling ("RL without RL").
 
 Rewards here are one scalar per sampled completion. For GRPO the N = (prompts x group_size)
 completions are laid out prompt by prompt: completions [k * group_size, (k + 1) * group_size) share
@@ -7,17 +7,20 @@ prompt k, the layout TRL's ``GRPOTrainer`` uses (``rewards.view(-1, num_generati
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TypeVar
 
 import torch
+
+from opd_lib import validate
 
 S = TypeVar("S")
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """Validate and reshape rewards [N] to [N / group_size, group_size]."""
+    rewards = validate.float_tensor(rewards, "rewards", allow_int=True, nonempty=False)
+    group_size = validate.integer(group_size, "group_size", minimum=None)
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}")
     if group_size < 2:
@@ -29,10 +32,7 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
             f"number of rewards {rewards.numel()} is not a positive multiple of "
             f"group_size {group_size}"
         )
-    if torch.isnan(rewards).any():
-        raise ValueError("rewards contain NaN")
-    if not rewards.is_floating_point():
-        rewards = rewards.to(torch.get_default_dtype())
+    validate.no_nan(rewards, "rewards", inf="both")
     return rewards.reshape(-1, group_size)
 
 
@@ -52,8 +52,8 @@ def group_advantages(
     rewards are all equal gets advantage 0.
     """
     grouped = _grouped(rewards, group_size)
-    if normalize_std and not eps > 0:
-        raise ValueError(f"eps must be > 0 when normalising by the std, got {eps}")
+    if validate.flag(normalize_std, "normalize_std"):
+        eps = validate.positive(eps, "eps")
     centred = grouped - grouped.mean(dim=1, keepdim=True)
     if normalize_std:
         centred = centred / (grouped.std(dim=1, unbiased=True, keepdim=True) + eps)
@@ -64,10 +64,12 @@ def drop_uniform_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """Boolean keep mask [N]: False for every completion of a group whose rewards are all equal.
 
     Such a group has zero group-relative advantage, so it adds nothing to the GRPO gradient but
-    still counts in the token mean. Filtering them out is what "A Minimalist Approach to LLM
-    Reasoning: From Rejection Sampling to Reinforce" (Xiong et al. 2025, arXiv:2504.11343) finds
-    to be GRPO's real edge over rejection sampling (seed 004). Equality is exact, as for
-    verifier rewards.
+    still counts in the token mean. "A Minimalist Approach to LLM Reasoning: From Rejection
+    Sampling to Reinforce" (Xiong et al. 2025, arXiv:2504.11343) finds rejection sampling (RAFT)
+    competitive with GRPO, and GRPO's main gain over plain Reinforce to come from discarding
+    prompts whose responses are all wrong, not from reward normalisation; their Reinforce-Rej
+    drops all-wrong and all-right groups, as this mask does. Equality is exact, as for verifier
+    rewards.
     """
     grouped = _grouped(rewards, group_size)
     uniform = (grouped == grouped[:, :1]).all(dim=1)
@@ -86,14 +88,19 @@ def rejection_sampling_targets(
     imitate; the caller decides whether to resample). To get indices, pass ``range(N)`` as
     ``samples``.
     """
-    r = torch.as_tensor(rewards, dtype=torch.float64)
+    if isinstance(samples, str) or not isinstance(samples, Sequence):
+        raise validate.ArgumentTypeError(
+            f"samples must be a sequence (list, range, ...), got {type(samples).__name__}"
+        )
+    try:
+        r = torch.as_tensor(rewards, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise validate.ArgumentTypeError(f"rewards must be numbers, got {rewards!r}") from e
     if r.ndim != 1 or r.shape[0] != len(samples):
         raise ValueError(
             f"shape mismatch: {len(samples)} samples vs rewards of shape {tuple(r.shape)}"
         )
-    if torch.isnan(r).any():
-        raise ValueError("rewards contain NaN")
-    if math.isnan(threshold):
-        raise ValueError("threshold is NaN")
+    validate.no_nan(r, "rewards", inf="both")
+    threshold = validate.real(threshold, "threshold")
     keep = (r >= threshold).tolist()
     return [sample for sample, k in zip(samples, keep, strict=True) if k]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["completion_mask", "sample_completions"]
+from opd_lib.lm import position_ids
+
+__all__ = ["completion_mask", "sample_completions", "special_token_ids"]
 
 
 def completion_mask(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
@@ -29,11 +31,6 @@ def completion_mask(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     is_eos = ids == eos_token_id
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     return eos_before == 0
-
-
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids for a left-padded batch: 0 at each row's first real token."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 @torch.no_grad()
@@ -73,23 +70,16 @@ def sample_completions(
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if attention_mask[:, -1].eq(0).any():
         raise ValueError("prompts must be left padded: the last column has padding")
-    if eos_token_id is None:
-        eos_token_id = getattr(getattr(model, "config", None), "eos_token_id", None)
-        if isinstance(eos_token_id, list):
-            eos_token_id = eos_token_id[0]
-    if eos_token_id is None:
-        raise ValueError("eos_token_id is needed (the model config has none)")
+    eos_token_id, _ = special_token_ids(model, eos_token_id, None)
     pad = eos_token_id if pad_token_id is None else pad_token_id
 
     batch = prompt_ids.shape[0]
     mask = attention_mask.long()
-    position_ids = _positions(mask)
-    out = model(
-        input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids, use_cache=True
-    )
+    positions = position_ids(mask)
+    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True)
     past = out.past_key_values
     logits = out.logits[:, -1, :]
-    last_position = position_ids[:, -1]
+    last_position = positions[:, -1]
     finished = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
     tokens = torch.full(
         (batch, max_new_tokens), pad, dtype=prompt_ids.dtype, device=prompt_ids.device
@@ -122,12 +112,15 @@ def sample_completions(
 def special_token_ids(
     model: torch.nn.Module, eos_token_id: int | None, pad_token_id: int | None
 ) -> tuple[int, int | None]:
-    """(eos, pad) ids: the given ones, else the model config's; raises if there is no EOS id."""
+    """(eos, pad) ids: the given ones, else the model config's (the first, where the config lists
+    several EOS ids); raises if there is no EOS id."""
     config = getattr(model, "config", None)
     if eos_token_id is None:
         eos_token_id = getattr(config, "eos_token_id", None)
+        if isinstance(eos_token_id, list):
+            eos_token_id = eos_token_id[0]
     if eos_token_id is None:
-        raise ValueError("eos_token_id is needed (the student's config has none)")
+        raise ValueError("eos_token_id is needed (the model's config has none)")
     if pad_token_id is None:
         pad_token_id = getattr(config, "pad_token_id", None)
     return eos_token_id, pad_token_id

@@ -7,8 +7,9 @@ Two scores, from two sources that disagree about what matters:
   student entropy) OR where it is confidently wrong (low student entropy, high teacher-student
   divergence). A product entropy * divergence would bury that second, "overconfident" region,
   which TIP finds carries dense corrective signal, so TIP combines the two axes with an OR.
-* :func:`teacher_confidence_importance`, the seed's form (1 - H_T / log V) * KL: trust tokens where
-  the *teacher* is confident and the student disagrees.
+* :func:`teacher_confidence_importance`, a teacher-confidence-weighted variant
+  (1 - H_T / log V) * KL, not from the TIP paper: trust tokens where the *teacher* is confident
+  and the student disagrees.
 
 :func:`select_tokens` turns either score into a training mask.
 """
@@ -19,19 +20,26 @@ import math
 
 import torch
 
-
-def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch: {name_a} {tuple(a.shape)} vs {name_b} {tuple(b.shape)}")
+from opd_lib import validate
 
 
-def _check_mask(mask: torch.Tensor, shape: torch.Size) -> None:
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
-    if mask.shape != shape:
-        raise ValueError(f"shape mismatch: mask {tuple(mask.shape)} vs scores {tuple(shape)}")
-    if not mask.any():
-        raise ValueError("mask selects no tokens")
+def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor):
+    """Both as real tensors (integers become float) of one shape."""
+    a = validate.float_tensor(a, name_a, allow_int=True)
+    b = validate.float_tensor(b, name_b, allow_int=True)
+    validate.same_shape(**{name_a: a, name_b: b})
+    return a, b
+
+
+def _check_mask(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return validate.mask(mask, "mask", shape, what="the scores")
+
+
+def _nonnegative(x: torch.Tensor, name: str, mask: torch.Tensor | None = None) -> None:
+    """Finite and >= 0 (an entropy or a divergence; float32 rounding tolerated)."""
+    validate.no_nan(x, name, where=mask, inf="both")
+    if ((x if mask is None else x[mask]) < -1e-5).any():
+        raise ValueError(f"{name} must be >= 0 (an entropy or a divergence)")
 
 
 def _min_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,15 +71,15 @@ def token_importance(
     sharpening each axis (alpha = gamma = 1 is the plain Soft-OR). ``mask`` (default: all tokens)
     picks the tokens that set the min-max range; tokens outside it score 0.
     """
-    _check_pair("student_entropy", student_entropy, "divergence", divergence)
+    student_entropy, divergence = _check_pair(
+        "student_entropy", student_entropy, "divergence", divergence
+    )
     if mask is None:
         mask = torch.ones_like(student_entropy, dtype=torch.bool)
-    _check_mask(mask, student_entropy.shape)
-    if torch.isnan(student_entropy[mask]).any() or torch.isnan(divergence[mask]).any():
-        raise ValueError("student_entropy or divergence contains NaN at masked tokens")
-    for name, value in (("alpha", alpha), ("gamma", gamma)):
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be finite and > 0, got {value}")
+    mask = _check_mask(mask, student_entropy.shape)
+    _nonnegative(student_entropy, "student_entropy", mask)
+    _nonnegative(divergence, "divergence", mask)
+    alpha, gamma = validate.positive(alpha, "alpha"), validate.positive(gamma, "gamma")
     a = _min_max(student_entropy.detach(), mask) ** alpha
     b = _min_max(divergence.detach(), mask) ** gamma
     return torch.where(mask, a + b - a * b, torch.zeros_like(a))
@@ -80,20 +88,21 @@ def token_importance(
 def teacher_confidence_importance(
     teacher_entropy: torch.Tensor, divergence: torch.Tensor, vocab_size: int
 ) -> torch.Tensor:
-    """The seed's importance weight w_t = (1 - H(p_T(. | y_<t)) / log V) * D_t, detached.
+    """Teacher-confidence-weighted importance w_t = (1 - H(p_T(. | y_<t)) / log V) * D_t, detached.
 
-    Seed (Chapter 7, "Token Importance Weighting"): H / log V is the teacher's entropy normalised to
-    [0, 1] (log V is the entropy of the uniform distribution over V tokens), so the first factor is
-    the teacher's confidence; D_t is the per-token divergence, KL(p_T || p_theta) in the seed.
+    H / log V is the teacher's entropy normalised to [0, 1] (log V is the entropy of the uniform
+    distribution over V tokens), so the first factor is the teacher's confidence; D_t is the
+    per-token divergence, e.g. KL(p_T || p_theta) (Chapter 7).
     High weight = teacher confident and student far from it. This is not TIP's score (see
     :func:`token_importance`): it discounts uncertain-teacher tokens instead of keeping uncertain-
     student ones. ``teacher_entropy`` must lie in [0, log V] (up to rounding).
     """
-    _check_pair("teacher_entropy", teacher_entropy, "divergence", divergence)
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
-    if torch.isnan(teacher_entropy).any() or torch.isnan(divergence).any():
-        raise ValueError("teacher_entropy or divergence contains NaN")
+    teacher_entropy, divergence = _check_pair(
+        "teacher_entropy", teacher_entropy, "divergence", divergence
+    )
+    vocab_size = validate.integer(vocab_size, "vocab_size", minimum=2)
+    validate.no_nan(teacher_entropy, "teacher_entropy", inf="both")
+    _nonnegative(divergence, "divergence")
     log_v = math.log(vocab_size)
     tol = 1e-5 * log_v
     if (teacher_entropy < -tol).any() or (teacher_entropy > log_v + tol).any():
@@ -117,15 +126,15 @@ def select_tokens(
       the earlier token in row-major order wins, so the result is deterministic.
     * ``threshold``: keep the masked tokens with score >= threshold.
     """
-    _check_mask(mask, scores.shape)
+    scores = validate.float_tensor(scores, "scores", allow_int=True)
+    mask = _check_mask(mask, scores.shape)
     if (keep_fraction is None) == (threshold is None):
         raise ValueError("give exactly one of keep_fraction and threshold")
-    if torch.isnan(scores[mask]).any():
-        raise ValueError("scores contain NaN at masked tokens")
+    validate.no_nan(scores, "scores", where=mask, inf="both")
     if threshold is not None:
-        if math.isnan(threshold):
-            raise ValueError("threshold is NaN")
+        threshold = validate.real(threshold, "threshold")
         return mask & (scores >= threshold)
+    keep_fraction = validate.real(keep_fraction, "keep_fraction")
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
     flat_mask = mask.reshape(-1)

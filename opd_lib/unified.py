@@ -1,6 +1,6 @@
 """Chapter 8: SFT, RL, rejection sampling, OPD and OPSD as one policy-gradient estimator.
 
-The meta-algorithm (seed 000) has three dials::
+The meta-algorithm (Chapter 8) has three dials::
 
     grad J = E_{x, y ~ mu_alpha}[ sum_t A_t grad log pi_theta(y_t | x, y_<t) ]
     mu_alpha = alpha pi_theta + (1 - alpha) pi_data
@@ -9,12 +9,15 @@ The meta-algorithm (seed 000) has three dials::
 ``alpha`` is the probability that a sequence is the student's own sample (otherwise the dataset's
 completion), ``lam`` blends a per-token teacher signal with a sequence-level reward, and ``pi_T``
 (with its context ``c_T``) is the teacher. :func:`meta_loss` implements this once; every method is
-an entry of :data:`PRESETS` run through the same code by :func:`preset_loss`.
+an entry of :data:`PRESETS` run through the same code by :func:`preset_loss`. The advantage
+(:func:`advantages`) and the teacher and reward helpers are in :mod:`opd_lib.meta_advantage`
+(re-exported here).
 
 How SFT fits: with ``alpha = 0`` every sequence is the data's, and with ``lam = 0``, ``R = 1`` and
 ``b = 0`` every data token gets advantage 1, so the surrogate is the token-mean negative
-log-likelihood, i.e. cross-entropy. (Seed 000 files SFT under ``lam = 1`` with a point-mass teacher
-on the label; that gives ``A_t = -log pi_theta(y_t)``, a *re-weighted* cross-entropy, not SFT.)
+log-likelihood, i.e. cross-entropy. (A common error files SFT under ``lam = 1`` with a point-mass
+teacher on the label; that gives ``A_t = -log pi_theta(y_t)``, a *re-weighted* cross-entropy, not
+SFT.)
 
 Normalisation: the surrogate is ``-(1/N) sum_{(b, t) in mask} A_t log pi_theta(y_t)`` with ``N``
 the number of completion tokens in the batch, the token mean of ``opd_lib.pg.reinforce_loss`` and
@@ -23,12 +26,21 @@ of ``torch.nn.functional.cross_entropy``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from opd_lib.gkd import GKDBatch, completion_logits
+from opd_lib import validate
+from opd_lib.lm import Batch, completion_logits, token_logprobs
+from opd_lib.meta_advantage import (
+    RewardFn,
+    TeacherFn,
+    _per_sequence,
+    advantages,
+    constant_reward,
+    hinted_teacher,
+    teacher_logits,
+)
 from opd_lib.sampling import completion_mask, sample_completions, special_token_ids
 
 __all__ = [
@@ -42,88 +54,8 @@ __all__ = [
     "meta_loss",
     "preset_loss",
     "preset_table",
+    "teacher_logits",
 ]
-
-TeacherFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``teacher(prompt_ids, prompt_mask, completion_ids) -> logits [B, C, V]`` at the completion."""
-
-RewardFn = Callable[[torch.Tensor, GKDBatch], torch.Tensor]
-"""``reward_fn(completion_ids, batch) -> [B]`` one reward per sequence."""
-
-
-def _per_sequence(x: float | torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=like.dtype, device=like.device)
-    if t.ndim == 0:
-        t = t.expand(like.shape[0])
-    if t.ndim != 1 or t.shape[0] != like.shape[0]:
-        raise ValueError(
-            f"{name} must be a scalar or one value per sequence [{like.shape[0]}], got shape "
-            f"{tuple(t.shape)}"
-        )
-    if torch.isnan(t).any():
-        raise ValueError(f"{name} contains NaN")
-    return t.detach()
-
-
-def advantages(
-    logp_student: torch.Tensor,
-    logp_teacher: torch.Tensor | None,
-    reward: float | torch.Tensor,
-    baseline: float | torch.Tensor,
-    lam: float,
-) -> torch.Tensor:
-    """The meta-algorithm's per-token advantage, ``[B, T]``, detached:
-
-        A_t = lam [log pi_T(y_t) - log pi_theta(y_t)] + (1 - lam) [R(y) - b(x)].
-
-    ``logp_student``/``logp_teacher`` are ``[B, T]`` log-probs of the tokens in the sequence;
-    ``reward`` and ``baseline`` are per sequence (``[B]`` or a scalar) and broadcast over its
-    tokens. ``logp_teacher`` may be ``None`` only when ``lam == 0`` (no teacher term).
-    """
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must lie in [0, 1], got {lam}")
-    if logp_student.ndim != 2:
-        raise ValueError(f"logp_student must be [B, T], got shape {tuple(logp_student.shape)}")
-    r = _per_sequence(reward, logp_student, "reward")
-    b = _per_sequence(baseline, logp_student, "baseline")
-    outcome = (r - b).unsqueeze(-1).expand_as(logp_student)
-    if lam == 0.0:
-        return outcome.detach().clone()
-    if logp_teacher is None:
-        raise ValueError("lam > 0 needs logp_teacher (the teacher term has weight lam)")
-    if logp_teacher.shape != logp_student.shape:
-        raise ValueError(
-            f"shape mismatch: logp_teacher {tuple(logp_teacher.shape)} vs logp_student "
-            f"{tuple(logp_student.shape)}"
-        )
-    dense = logp_teacher - logp_student
-    return (lam * dense + (1.0 - lam) * outcome).detach()
-
-
-def constant_reward(value: float = 1.0) -> RewardFn:
-    """A reward function giving every sequence ``value`` (SFT's ``R = 1``)."""
-
-    def reward_fn(completion_ids: torch.Tensor, batch: GKDBatch) -> torch.Tensor:
-        return torch.full((completion_ids.shape[0],), float(value))
-
-    return reward_fn
-
-
-def hinted_teacher(model: torch.nn.Module, tokenizer, prompts, hints) -> TeacherFn:
-    """OPSD's teacher: ``model`` itself, reading ``prompt + hint`` before the completion.
-
-    ``prompts``/``hints`` are the batch's texts (lists of ``B`` strings); the returned callable
-    ignores the student's prompt ids and builds the hinted context with
-    ``opd_lib.opsd.hinted_teacher_inputs`` (the same weights, a privileged context ``c_T``).
-    """
-    from opd_lib.opsd import gather_positions, hinted_teacher_inputs
-
-    def teacher(prompt_ids, prompt_mask, completion_ids):
-        inputs = hinted_teacher_inputs(tokenizer, prompts, hints, completion_ids)
-        logits = model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).logits
-        return gather_positions(logits, inputs.positions)
-
-    return teacher
 
 
 @dataclass(frozen=True)
@@ -147,19 +79,9 @@ class MetaLossResult:
     n_tokens: int
 
 
-def _token_logp(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-
-
-def _teacher_logits(teacher, batch: GKDBatch, completion: torch.Tensor) -> torch.Tensor:
-    if isinstance(teacher, torch.nn.Module):
-        return completion_logits(teacher, batch.prompt_ids, batch.prompt_mask, completion)
-    return teacher(batch.prompt_ids, batch.prompt_mask, completion)
-
-
 def meta_loss(
     student: torch.nn.Module,
-    batch: GKDBatch,
+    batch: Batch,
     *,
     alpha: float,
     lam: float,
@@ -190,12 +112,19 @@ def meta_loss(
 
     No optimizer step: call ``result.loss.backward()``.
     """
-    if not isinstance(batch, GKDBatch):
-        raise ValueError(f"batch must be a GKDBatch, got {type(batch).__name__}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must lie in [0, 1], got {lam}")
+    validate.module(student, "student")
+    if not isinstance(batch, Batch):
+        raise ValueError(f"batch must be a Batch, got {type(batch).__name__}")
+    alpha, lam = validate.unit(alpha, "alpha"), validate.unit(lam, "lam")
+    temperature = validate.positive(temperature, "temperature")
+    if max_new_tokens is not None:
+        max_new_tokens = validate.integer(max_new_tokens, "max_new_tokens")
+    if teacher is not None and not callable(teacher):
+        raise validate.ArgumentTypeError(f"teacher must be a model or a TeacherFn, got {teacher!r}")
+    if reward_fn is not None and not callable(reward_fn):
+        raise validate.ArgumentTypeError(f"reward_fn must be callable, got {reward_fn!r}")
+    if not isinstance(baseline, str):
+        _per_sequence(baseline, batch.prompt_ids.float(), "baseline")
     if lam > 0 and teacher is None:
         raise ValueError("lam > 0 needs a teacher (the per-token term has weight lam)")
     if lam < 1 and reward_fn is None:
@@ -215,16 +144,17 @@ def meta_loss(
         from_student = torch.rand(n_rows, generator=generator) < alpha
     if from_student.any():
         if samples is None:
-            samples = sample_completions(
-                student,
-                batch.prompt_ids,
-                batch.prompt_mask,
-                max_new_tokens or data.shape[1],
-                temperature=temperature,
-                generator=generator,
-                eos_token_id=eos_token_id,
-                pad_token_id=pad,
-            )
+            with validate.sampling_from("student"):
+                samples = sample_completions(
+                    student,
+                    batch.prompt_ids,
+                    batch.prompt_mask,
+                    max_new_tokens or data.shape[1],
+                    temperature=temperature,
+                    generator=generator,
+                    eos_token_id=eos_token_id,
+                    pad_token_id=pad,
+                )
         if samples.ndim != 2 or samples.shape[0] != n_rows:
             raise ValueError(
                 f"samples must be [{n_rows}, N] token ids, got shape {tuple(samples.shape)}"
@@ -238,17 +168,26 @@ def meta_loss(
     mask = completion_mask(completion, eos_token_id)
 
     logits = completion_logits(student, batch.prompt_ids, batch.prompt_mask, completion)
-    logp_student = _token_logp(logits, completion)
+    logp_student = token_logprobs(logits, completion)
+    if not torch.isfinite(logp_student[mask]).all():
+        raise ValueError(
+            "student gave non-finite logits at the completion tokens (NaN/inf weights?)"
+        )
     logp_teacher = None
     if lam > 0:
         with torch.no_grad():
-            t_logits = _teacher_logits(teacher, batch, completion)
+            t_logits = teacher_logits(teacher, batch, completion)
         if t_logits.shape != logits.shape:
             raise ValueError(
                 f"teacher logits {tuple(t_logits.shape)} do not match the student's "
                 f"{tuple(logits.shape)} (same vocabulary and completion positions needed)"
             )
-        logp_teacher = _token_logp(t_logits, completion)
+        logp_teacher = token_logprobs(t_logits, completion)
+        if not torch.isfinite(logp_teacher[mask]).all():
+            raise ValueError(
+                "teacher gave non-finite log-probs at the completion tokens (NaN/inf logits, or "
+                "probability 0 on a completion token)"
+            )
     if lam < 1:
         reward = torch.as_tensor(reward_fn(completion, batch), dtype=logp_student.dtype)
     else:
@@ -343,7 +282,7 @@ def preset_table() -> list[dict[str, object]]:
 def preset_loss(
     name: str,
     student: torch.nn.Module,
-    batch: GKDBatch,
+    batch: Batch,
     *,
     teacher: torch.nn.Module | TeacherFn | None = None,
     verifier: RewardFn | None = None,
@@ -355,8 +294,9 @@ def preset_loss(
     OPD and OPSD need ``teacher`` (for OPSD build it with :func:`hinted_teacher`). Other keyword
     arguments (``samples``, ``generator``, ``max_new_tokens``, ...) go to :func:`meta_loss`.
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"unknown preset name {name!r}; name must be one of {sorted(PRESETS)}")
+    validate.module(student, "student")
     p = PRESETS[name]
     if p.reward == "verifier" and verifier is None:
         raise ValueError(f"preset {name!r} needs a verifier (reward function)")

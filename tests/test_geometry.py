@@ -70,3 +70,20 @@ def test_project_2d():
     a, b = rng.normal(size=(10, 5)), rng.normal(size=(7, 5))
     (pa, pb), comps = geometry.project_2d(a, b)
     assert pa.shape == (10, 2) and pb.shape == (7, 2) and comps.shape == (2, 5)
+
+
+def test_project_2d_finds_the_plane_of_a_rank_two_cloud():
+    """Points on a known plane (plus tiny noise) in 40 dimensions: the components span that
+    plane, are orthonormal, and the projection keeps (almost) all of the centred variance."""
+    rng = np.random.default_rng(1)
+    plane = np.linalg.qr(rng.normal(size=(40, 2)))[0].T  # [2, 40] orthonormal rows
+    coords = rng.normal(size=(300, 2)) * np.array([5.0, 2.0])
+    cloud = coords @ plane + 3.0 + 1e-6 * rng.normal(size=(300, 40))
+    (p1, p2), comps = geometry.project_2d(cloud[:200], cloud[200:])
+    np.testing.assert_allclose(comps @ comps.T, np.eye(2), atol=1e-8)
+    np.testing.assert_allclose(np.linalg.svd(comps @ plane.T, compute_uv=False), 1.0, atol=1e-6)
+    centred = cloud - cloud.mean(0)
+    kept = np.concatenate([p1, p2]) - np.concatenate([p1, p2]).mean(0)
+    assert (kept**2).sum() / (centred**2).sum() > 1 - 1e-9
+    # the first component carries the larger spread (5 against 2)
+    assert kept[:, 0].var() > 4 * kept[:, 1].var()

@@ -126,26 +126,40 @@ def test_pm_table_formats_mean_and_sd():
 
 def test_recovery_signal_counts_slips_and_compares_argmaxes(monkeypatch):
     """With the student's samples replaced by sloppy traces (slips guaranteed), every slip is
-    counted, shares lie in [0, 1], and a teacher identical to the student agrees with it."""
+    counted, a teacher that always says one digit agrees with the true value exactly as often as
+    that digit is the true value at a slip, and a teacher identical to the student agrees."""
     import random
+    from types import SimpleNamespace
 
+    from opd_lib.lab.data import encode
     from opd_lib.lab.experiments import recovery_signal
-    from opd_lib.lab.trainer import Trainer, encode, prepare_pair
+    from opd_lib.lab.pair import prepare_pair
+    from opd_lib.lab.trainer import Trainer
 
     config = preset("tiny", progress=False, teacher_steps=2, teacher_recovery_steps=0,
                     student_init_steps=0)  # fmt: skip
     trainer = Trainer(config, prepare_pair(config))
+    rng = random.Random(1)  # recovery_signal draws its prompts with seed 1 too
+    examples = [trainer.task.sample(rng) for _ in range(64)]
+    noisy = [trainer.task.sloppy(ex, random.Random(i), 0.5) for i, ex in enumerate(examples)]
+    ids = encode(trainer.tok, noisy).completion_ids
+    monkeypatch.setattr(trainer, "sample", lambda *a, **k: ids)
+    texts = trainer.decode(ids)
+    slips = [trainer.task.first_slip(ex, t) for ex, t in zip(examples, texts, strict=True)]
+    true_values = [found[1] for found in slips if found is not None]
+    three = trainer.tok.convert_tokens_to_ids("3")
 
-    def sloppy_samples(model, prompt_ids, prompt_mask, temperature=None, gen=None):
-        rng = random.Random(1)  # recovery_signal draws its prompts with seed 1 too
-        examples = [trainer.task.sample(rng) for _ in range(prompt_ids.shape[0])]
-        noisy = [trainer.task.sloppy(ex, random.Random(i), 0.5) for i, ex in enumerate(examples)]
-        return encode(trainer.tok, noisy).completion_ids
+    class SaysThree(torch.nn.Module):  # argmax "3" at every position
+        def forward(self, input_ids, **_):
+            logits = torch.zeros(*input_ids.shape, len(trainer.tok))
+            logits[..., three] = 1.0
+            return SimpleNamespace(logits=logits)
 
-    monkeypatch.setattr(trainer, "_sample", sloppy_samples)
+    trainer.teacher = SaysThree()
     out = recovery_signal(trainer, n_prompts=64)
-    assert out["slips"] >= 10
-    for key in ("teacher_true", "student_true", "student_copies"):
+    assert out["slips"] == len(true_values) >= 10
+    assert out["teacher_true"] == pytest.approx(true_values.count(3) / len(true_values))
+    for key in ("student_true", "student_copies"):
         assert 0.0 <= out[key] <= 1.0
     trainer.teacher = trainer.student
     same = recovery_signal(trainer, n_prompts=64)

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models
 
-from opd_lib.lab import tokenizers as lab_tok
-from opd_lib.lab.tokenizers import DEFAULT_ALPHABET, char_tokenizer, qwen3_tokenizer
+from opd_lib import tokenizers as lab_tok
+from opd_lib.tokenizers import DEFAULT_ALPHABET, char_tokenizer, qwen3_tokenizer
 
 PARAGRAPH = (
     "Hello, world! The year 2024 had 366 days; π ≈ 3.14159.\n\n"

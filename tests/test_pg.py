@@ -21,11 +21,11 @@ DT = torch.float64
 
 
 def test_reward_positive_where_teacher_likes_token_more():
-    # Seed's Chapter 5 worked example: p_T("therefore") = 0.7, p_theta = 0.3.
+    # Chapter 5's worked example: p_T("therefore") = 0.7, p_theta = 0.3.
     r = per_token_reverse_kl_reward(torch.tensor([math.log(0.7)]), torch.tensor([math.log(0.3)]))
     assert r.item() > 0
     assert r.item() == pytest.approx(0.8473, abs=1e-4)
-    # "however": p_theta = 0.4, p_T = 0.02 -> -2.996 (the seed truncates to -2.99).
+    # "however": p_theta = 0.4, p_T = 0.02 -> -2.996 (a commonly quoted -2.99 truncates it).
     r = per_token_reverse_kl_reward(torch.tensor([math.log(0.02)]), torch.tensor([math.log(0.4)]))
     assert r.item() == pytest.approx(-2.9957, abs=1e-4)
 
@@ -52,7 +52,7 @@ def test_verifier_reward_added_once_at_last_completion_token():
     out = verifier_augmented_reward(lt, rext, beta=2.0, mask=mask)
     expected = torch.tensor([[-1.0, -2.0, -3.0 + 2.0, 0.0], [0.0, -0.5, -0.5, -0.5]])
     torch.testing.assert_close(out, expected)
-    # Row sums are the seed's sequence-level R(y) = log P_T(y) + beta * R_ext(y).
+    # Row sums are the verifier-bonus variant's sequence-level R(y) = log P_T(y) + beta * R_ext(y).
     torch.testing.assert_close(out.sum(1), (lt * mask).sum(1) + 2.0 * rext)
 
 

@@ -70,3 +70,13 @@ def test_errors():
         repetition_mask(ids, m, ngram=2, max_repeats=0)
     with pytest.raises(ValueError, match="integer tensor"):
         repetition_mask(ids.float(), m, ngram=2, max_repeats=1)
+
+
+def test_log_perplexity_is_the_masked_mean_negative_logp():
+    from opd_lib.prefix import log_perplexity
+
+    logp = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -0.5, -0.5]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    torch.testing.assert_close(log_perplexity(logp, mask), torch.tensor([1.5, 0.5]))
+    with pytest.raises(ValueError, match="rows"):
+        log_perplexity(logp, torch.tensor([[False] * 3, [True] * 3]))

@@ -168,16 +168,17 @@ def test_gopd_closed_form_is_the_optimum(lam):
     np.testing.assert_allclose(opt, reinforce.gopd_optimum(P_T, P_REF, lam), atol=1e-3)
 
 
-def test_seed_form_closed_form_is_the_optimum():
-    opt = reinforce.optimise_exact(P_T, "seed", 1.5, verifier=CORRECT)
+def test_verifier_bonus_closed_form_is_the_optimum():
+    opt = reinforce.optimise_exact(P_T, "verifier_bonus", 1.5, verifier=CORRECT)
     np.testing.assert_allclose(opt, reinforce.verifier_bonus_optimum(P_T, CORRECT, 1.5), atol=1e-3)
 
 
 def test_sampled_optimisers_reach_the_closed_forms():
     paper = reinforce.optimise_sampled(P_T, "paper", 2.0, p_reference=P_REF, seed=1)
-    seed = reinforce.optimise_sampled(P_T, "seed", 1.0, verifier=CORRECT, seed=1)
+    bonus = reinforce.optimise_sampled(P_T, "verifier_bonus", 1.0, verifier=CORRECT, seed=1)
     np.testing.assert_allclose(paper, reinforce.gopd_optimum(P_T, P_REF, 2.0), atol=1e-3)
-    np.testing.assert_allclose(seed, reinforce.verifier_bonus_optimum(P_T, CORRECT, 1.0), atol=1e-3)
+    expected = reinforce.verifier_bonus_optimum(P_T, CORRECT, 1.0)
+    np.testing.assert_allclose(bonus, expected, atol=1e-3)
 
 
 def test_bad_inputs_raise_value_errors(pair):

@@ -16,7 +16,7 @@ def test_examples_are_deterministic_and_the_key_comes_from_the_hint():
 
 
 def test_clipped_updates_on_the_seed_pivot():
-    s, t = sd.seed_pivot_logits()
+    s, t = sd.pivot_example_logits()
     c = sd.clipped_updates(s, t, max_value=0.05)
     assert c.loss["none"] > 2.0
     assert c.loss["token"] == pytest.approx(0.05)

@@ -57,13 +57,6 @@ def test_entropy_of_uniform_and_one_hot():
     assert stability.entropy(torch.tensor([[0.0, -1e4, -1e4]])).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_single_thread_restores_the_thread_count():
-    before = torch.get_num_threads()
-    with stability.single_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-
-
 def test_build_pair_is_deterministic_and_freezes_the_teacher(pair):
     again = stability.build_pair(seed=0, teacher_steps=3, student_steps=1, n_train=200)
     for a, b in zip(pair.student.parameters(), again.student.parameters(), strict=True):
@@ -86,7 +79,7 @@ def test_select_by_rule(stats):
     args = (stats.student_entropy, stats.teacher_entropy, stats.divergence, stats.mask)
     n = int(stats.mask.sum())
     assert torch.equal(stability.select_by_rule("all", *args, stats.vocab_size), stats.mask)
-    for rule in ("tip", "seed"):
+    for rule in ("tip", "confidence"):
         keep = stability.select_by_rule(rule, *args, stats.vocab_size, 0.5)
         assert int(keep.sum()) == math.ceil(0.5 * n)
         assert not (keep & ~stats.mask).any()
@@ -154,9 +147,10 @@ def test_opd_run_rejects_bad_input(pair, kwargs):
 
 def test_compare_rules_order_and_shared_start(pair):
     kw = dict(steps=1, batch_size=4, n_eval=6, max_new_tokens=4)
-    runs = stability.compare_rules(pair, [("all", 1.0), ("seed", 0.5)], [0, 1], **kw)
-    assert [(r.rule, r.seed) for r in runs] == [("all", 0), ("all", 1), ("seed", 0), ("seed", 1)]
+    runs = stability.compare_rules(pair, [("all", 1.0), ("confidence", 0.5)], [0, 1], **kw)
+    expected = [("all", 0), ("all", 1), ("confidence", 0), ("confidence", 1)]
+    assert [(r.rule, r.seed) for r in runs] == expected
     assert len({r.eval_rkl[0] for r in runs}) == 1
-    assert runs[3].eval_rkl == stability.opd_run(pair, "seed", 0.5, seed=1, **kw).eval_rkl
+    assert runs[3].eval_rkl == stability.opd_run(pair, "confidence", 0.5, seed=1, **kw).eval_rkl
     with pytest.raises(ValueError):
         stability.compare_rules(pair, [], [0])

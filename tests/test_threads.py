@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from opd_lib._threads import single_thread
-from opd_lib.sim import stability
+from opd_lib._threads import single_thread, torch_threads
 
 
 def test_single_thread_restores_the_count_even_after_an_error():
@@ -27,5 +26,10 @@ def test_single_thread_as_a_decorator():
     assert torch.get_num_threads() == before
 
 
-def test_one_helper_everywhere():
-    assert stability.single_thread is single_thread
+def test_torch_threads_sets_then_restores_and_zero_leaves_the_count_alone():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+        with torch_threads(0):
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -5,23 +5,24 @@ import torch
 
 from opd_lib.tip import select_tokens, teacher_confidence_importance, token_importance
 
-# Seed Chapter 7 "Scoring 5 Tokens": (word, teacher entropy H_T, KL), V = 32000.
-SEED_TOKENS = [
+# Chapter 7's five scored tokens: (word, teacher entropy H_T, KL), V = 32000.
+WORKED_TOKENS = [
     ("the", 0.08, 0.03),
     ("integration", 0.15, 0.82),
     ("um", 2.30, 0.45),
     ("equals", 0.05, 0.91),
     ("maybe", 1.80, 0.12),
 ]
-# Correct scores (1 - H_T / log 32000) * KL. The seed prints 0.029, 0.798, 0.350, 0.906, 0.099:
+# Correct scores (1 - H_T / log 32000) * KL. The commonly printed 0.029, 0.798, 0.350, 0.906,
+# 0.099 are off:
 # "integration" is wrong (0.798; the right value is 0.808) and "the" is 0.0298, i.e. 0.030 to
 # three places, not 0.029. The other three match.
 CORRECT = [0.029769, 0.808143, 0.350226, 0.905614, 0.099178]
 
 
 def _seed_tensors():
-    h = torch.tensor([t[1] for t in SEED_TOKENS], dtype=torch.float64)
-    kl = torch.tensor([t[2] for t in SEED_TOKENS], dtype=torch.float64)
+    h = torch.tensor([t[1] for t in WORKED_TOKENS], dtype=torch.float64)
+    kl = torch.tensor([t[2] for t in WORKED_TOKENS], dtype=torch.float64)
     return h, kl
 
 
@@ -33,7 +34,7 @@ def test_teacher_confidence_importance_on_seed_tokens():
     )
     assert round(scores[0].item(), 3) == 0.030  # seed: 0.029
     assert round(scores[1].item(), 3) == 0.808  # seed: 0.798
-    # The seed's decisions at threshold 0.30 stand: skip, TRAIN, TRAIN, TRAIN, skip.
+    # The decisions at threshold 0.30 stand: skip, TRAIN, TRAIN, TRAIN, skip.
     keep = select_tokens(scores, torch.ones(5, dtype=torch.bool), threshold=0.30)
     assert keep.tolist() == [False, True, True, True, False]
 

@@ -1,7 +1,8 @@
 """The lab: offline tokenizers, tiny or real Qwen3 teacher/student pairs, preflight checks,
 verifiable tasks, and one trainer for every method (``python -m opd_lib.lab --help``)."""
 
-from opd_lib.lab.models import ModelPair, load_qwen3_pair, tiny_qwen3, tiny_qwen3_pair
+from opd_lib.lab.config import METHODS, Config
+from opd_lib.lab.pair import prepare_pair
 from opd_lib.lab.preflight import (
     PaddedVocabularyWarning,
     PreflightError,
@@ -11,8 +12,9 @@ from opd_lib.lab.preflight import (
 )
 from opd_lib.lab.presets import PRESETS, preset
 from opd_lib.lab.tasks import ALPHABET, GSM8K, Reverse, RunningSum, make_examples
-from opd_lib.lab.tokenizers import char_tokenizer, qwen3_tokenizer
-from opd_lib.lab.trainer import METHODS, Config, Trainer, prepare_pair, train
+from opd_lib.lab.trainer import Trainer, train
+from opd_lib.models import ModelPair, load_qwen3_pair, tiny_qwen3, tiny_qwen3_pair
+from opd_lib.tokenizers import char_tokenizer, qwen3_tokenizer
 
 __all__ = [
     "ALPHABET",

@@ -1,5 +1,6 @@
 """The lab chapter's experiments: which runs measure which claim, a resumable runner for them, and
-pure functions that turn their ``metrics.jsonl`` files into the chapter's tables and figure data.
+the recovery signal measured on a trainer's student. The tables and figure data are computed by
+:mod:`opd_lib.lab.analysis` (re-exported here).
 
 An *arm* is one training configuration (a method and its knobs on top of a preset); a *claim* is a
 set of arms compared with each other. Every arm runs once per seed, from the same prepared pair,
@@ -7,14 +8,14 @@ into ``out/<arm>-s<seed>/``::
 
     python -m opd_lib.lab experiments --preset full --out results/lab/full --seeds 0 1 2 --jobs 2
 
-The claims (seeds 000-004 of the book; Chapter 10 discusses each):
+The claims (Chapter 10 discusses each):
 
 * ``chain``     off-policy (SFT on data, KD on teacher samples) vs on-policy (OPD) over chain
   length, with mistakes per trace set beside the no-recovery and recovery predictions;
 * ``cost``      OPD vs GRPO: FLOPs and wall time to reach a share of the teacher's accuracy;
 * ``opsd``      the hinted self-teacher live / frozen / EMA x no clip / per-token / point-wise;
 * ``degraded``  a teacher made worse by stress SFT (it forgets the retention task), then OPD and SFT
-  on its samples from the original student (seed 003);
+  on its samples from the original student;
 * ``retention`` forgetting of the retention task under mild SFT, stress SFT, OPD and GRPO;
 * ``schedule``  GKD with the industrial lambda schedule (0 -> mixed -> 1) vs always on-policy.
 """
@@ -24,13 +25,33 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
-import statistics
+import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
+from opd_lib.bounds import compounding_mistakes
+from opd_lib.bounds import dagger_bound_on_policy as independent_mistakes
+from opd_lib.lab.analysis import (
+    cost_table,
+    curves,
+    evals,
+    final_table,
+    load_arms,
+    mean_sd,
+    mistakes_by_length,
+    pm_table,
+    seed_curves,
+)
+from opd_lib.lab.data import encode
 from opd_lib.lab.metrics import read_jsonl
+from opd_lib.lab.pair import prepare_pair
+from opd_lib.lab.trainer import train
+from opd_lib.lm import completion_logits
 
 __all__ = [
     "ARMS",
@@ -42,6 +63,7 @@ __all__ = [
     "final_table",
     "independent_mistakes",
     "load_arms",
+    "mean_sd",
     "mistakes_by_length",
     "pm_table",
     "recovery_signal",
@@ -67,7 +89,7 @@ ARMS: dict[str, Callable[[Any], dict[str, Any]]] = {
         for teacher in ("live", "frozen", "ema")
         for clip in ("none", "token", "pointwise")
     },
-    # the teacher is the seed's final stress-SFT student (see ``run_experiments``)
+    # the teacher is the same seed's final stress-SFT student (see ``run_experiments``)
     "degraded-opd": lambda c: dict(method="opd", opd_estimator="full"),
     "degraded-sft": lambda c: dict(method="sft", source="teacher"),
 }
@@ -102,12 +124,8 @@ def arm_config(base, arm: str, seed: int, out: str | Path):
 
 
 def _run_one(job: tuple[Any, str]) -> str:
-    from opd_lib.lab.cli import _set_threads
-    from opd_lib.lab.trainer import train
-
     config, directory = job
-    _set_threads(config)
-    train(config, directory)
+    train(config, directory)  # on config.threads torch threads
     (Path(directory) / "ckpt.pt").unlink(missing_ok=True)  # resumable until here; done now
     return directory
 
@@ -116,8 +134,8 @@ def _is_done(directory: Path, steps: int) -> bool:
     metrics = directory / "metrics.jsonl"
     if not (directory / "student.pt").is_file() or not metrics.is_file():
         return False
-    evals = [r for r in read_jsonl(metrics) if r.get("type") == "eval"]
-    return bool(evals) and evals[-1]["step"] >= steps
+    done = evals(read_jsonl(metrics))
+    return bool(done) and done[-1]["step"] >= steps
 
 
 def run_experiments(
@@ -134,10 +152,6 @@ def run_experiments(
     resume from their checkpoint, so re-running the same command completes an interrupted set.
     Arms that take their teacher from another arm run after it. ``jobs`` > 1 runs that many
     processes at once (one torch thread each). Returns the run directories."""
-    from tqdm.auto import tqdm
-
-    from opd_lib.lab.trainer import prepare_pair
-
     claims = list(CLAIMS) if claims is None else list(claims)
     unknown = sorted(set(claims) - set(CLAIMS))
     if unknown:
@@ -180,152 +194,6 @@ def run_experiments(
     return done
 
 
-# ------------------------------------------------------------------------------- analysis
-
-
-def load_arms(root: str | Path) -> dict[str, list[list[dict]]]:
-    """``{arm: [records of seed 0, records of seed 1, ...]}`` from ``root/<arm>-s<seed>/``."""
-    root = Path(root)
-    arms: dict[str, dict[int, list[dict]]] = {}
-    for f in sorted(root.glob("*-s*/metrics.jsonl")):
-        arm, _, seed = f.parent.name.rpartition("-s")
-        if seed.isdigit():
-            arms.setdefault(arm, {})[int(seed)] = read_jsonl(f)
-    if not arms:
-        raise ValueError(f"no <arm>-s<seed>/metrics.jsonl under {root}")
-    return {arm: [by_seed[s] for s in sorted(by_seed)] for arm, by_seed in arms.items()}
-
-
-def _evals(records: list[dict]) -> list[dict]:
-    return [r for r in records if r.get("type") == "eval"]
-
-
-def _teacher(records: list[dict]) -> dict:
-    return next((r for r in records if r.get("type") == "teacher"), {})
-
-
-def mean_sd(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value) of the finite ``values``."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not xs:
-        return math.nan, math.nan
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
-def independent_mistakes(eps: float, steps: int) -> float:
-    """Expected wrong steps in a ``steps``-step trace when every step errs with probability
-    ``eps`` and the next step recovers (starts from the true value): ``eps * T``."""
-    return eps * steps
-
-
-def compounding_mistakes(eps: float, steps: int) -> float:
-    """Expected wrong steps when the first error is never recovered from (every later step builds
-    on the wrong value, so step ``j`` is wrong iff any of steps ``1..j`` erred):
-    ``sum_j 1 - (1 - eps)^j``, about ``eps T^2 / 2`` for small ``eps T`` (the DAgger bound's
-    quadratic term, Ross et al. 2011)."""
-    return sum(1.0 - (1.0 - eps) ** j for j in range(1, steps + 1))
-
-
-def mistakes_by_length(
-    runs: dict[str, list[list[dict]]], arms: Sequence[str], evaluation: int = -1
-) -> list[dict]:
-    """Per arm and evaluated chain length ``k`` (``T = k - 1`` steps): wrong steps per trace at
-    the ``evaluation``-th evaluation (default the last; 0: before training; mean, sd over seeds)
-    and the two predictions from the arm's own per-step error ``eps`` at length 2 (one step, so
-    nothing to compound)."""
-    rows = []
-    for arm in arms:
-        finals = [_evals(r)[evaluation] for r in runs[arm]]
-        lengths = sorted(int(k[12:]) for k in finals[0] if k.startswith("step_err_len"))
-        eps, _ = mean_sd(f["step_err_len2"] for f in finals)
-        for k in lengths:
-            m, sd = mean_sd(f[f"step_err_len{k}"] * (k - 1) for f in finals)
-            acc, acc_sd = mean_sd(f[f"acc_len{k}"] for f in finals)
-            rows.append(
-                dict(
-                    arm=arm,
-                    length=k,
-                    mistakes=m,
-                    mistakes_sd=sd,
-                    acc=acc,
-                    acc_sd=acc_sd,
-                    eps=eps,
-                    independent=independent_mistakes(eps, k - 1),
-                    compounding=compounding_mistakes(eps, k - 1),
-                )
-            )
-    return rows
-
-
-def cost_table(
-    runs: dict[str, list[list[dict]]], arms: Sequence[str], share: float = 0.9
-) -> list[dict]:
-    """Per arm: the step, FLOPs and training wall time at which each seed's student first reached
-    ``share`` x its teacher's accuracy (median over seeds; ``inf`` if a seed never did), how many
-    seeds got there, and the FLOPs of a whole run (``budget_flops``, median over seeds)."""
-    from opd_lib.lab.cli import cost_to_target
-
-    rows = []
-    for arm in arms:
-        hits = []
-        for records in runs[arm]:
-            target = share * _teacher(records).get("teacher_acc", 1.0)
-            hits.append(cost_to_target(records, min(1.0, target)))
-        reached = [h for h in hits if math.isfinite(h["step"])]
-        row = dict(arm=arm, seeds=len(hits), reached=len(reached))
-        for key in ("step", "flops", "wall_s"):
-            row[key] = statistics.median(h[key] for h in hits)
-        row["budget_flops"] = statistics.median(_evals(r)[-1]["flops"] for r in runs[arm])
-        rows.append(row)
-    return rows
-
-
-def final_table(
-    runs: dict[str, list[list[dict]]], arms: Sequence[str], keys: Sequence[str]
-) -> list[dict]:
-    """Per arm: mean and sd over seeds of ``keys`` at the first (``<key>@0``) and last evaluation
-    and, with a ``teacher_`` prefix, of the teacher's own evaluation."""
-    rows = []
-    for arm in arms:
-        row: dict[str, Any] = dict(arm=arm, seeds=len(runs[arm]))
-        for key in keys:
-            if key.startswith("teacher_"):
-                values = [_teacher(r).get(key, math.nan) for r in runs[arm]]
-            elif key.endswith("@0"):
-                values = [_evals(r)[0].get(key[:-2], math.nan) for r in runs[arm]]
-            else:
-                values = [_evals(r)[-1].get(key, math.nan) for r in runs[arm]]
-            row[key], row[key + "_sd"] = mean_sd(values)
-        rows.append(row)
-    return rows
-
-
-def seed_curves(
-    runs: dict[str, list[list[dict]]], arm: str, x: str = "flops", y: str = "acc"
-) -> list[tuple[list[float], list[float]]]:
-    """``(xs, ys)`` over the evaluations of each seed of ``arm`` (e.g. accuracy against
-    cumulative FLOPs, which differ from seed to seed)."""
-    return [([e[x] for e in _evals(r)], [e[y] for e in _evals(r)]) for r in runs[arm]]
-
-
-def curves(runs: dict[str, list[list[dict]]], arm: str, key: str = "acc") -> dict[str, list]:
-    """``key`` over evaluation steps for ``arm``: steps, mean and sd over seeds (seeds evaluated
-    at the same steps)."""
-    per_seed = [[e.get(key, math.nan) for e in _evals(r)] for r in runs[arm]]
-    steps = [e["step"] for e in _evals(runs[arm][0])]
-    stats = [mean_sd(col) for col in zip(*per_seed, strict=False)]
-    return dict(step=steps, mean=[m for m, _ in stats], sd=[s for _, s in stats])
-
-
-def pm_table(rows: list[dict], keys: Sequence[str], digits: int = 2) -> list[dict[str, str]]:
-    """Rows of :func:`final_table` (or any rows with ``key`` and ``key_sd``) for display: the
-    ``arm`` and each of ``keys`` as ``"mean ± sd"``."""
-    return [
-        {"arm": r["arm"], **{k: f"{r[k]:.{digits}f} ± {r[k + '_sd']:.{digits}f}" for k in keys}}
-        for r in rows
-    ]
-
-
 def recovery_signal(trainer, n_prompts: int = 256, seed: int = 1) -> dict[str, float]:
     """What the teacher says where the student has just slipped, on the student's own samples.
 
@@ -334,19 +202,12 @@ def recovery_signal(trainer, n_prompts: int = 256, seed: int = 1) -> dict[str, f
     next step, compares the argmax of the teacher and of the student with the true running value
     and with the value the student wrote. Needs the character tokenizer (one token per character,
     so character offsets are token offsets). Returns the number of slips and the shares."""
-    import random
-
-    import torch
-
-    from opd_lib.gkd import completion_logits
-    from opd_lib.lab.trainer import encode
-
     rng = random.Random(seed)
     examples = [trainer.task.sample(rng) for _ in range(n_prompts)]
     b = encode(trainer.tok, examples, trainer.device)
     gen = torch.Generator(device=trainer.device).manual_seed(seed)
     with torch.no_grad():
-        ids = trainer._sample(trainer.student, b.prompt_ids, b.prompt_mask, gen=gen)
+        ids = trainer.sample(trainer.student, b.prompt_ids, b.prompt_mask, gen=gen)
         argmax = {
             who: completion_logits(model, b.prompt_ids, b.prompt_mask, ids).argmax(-1)
             for who, model in (("teacher", trainer.teacher), ("student", trainer.student))
@@ -354,7 +215,7 @@ def recovery_signal(trainer, n_prompts: int = 256, seed: int = 1) -> dict[str, f
     digit = {d: trainer.tok.convert_tokens_to_ids(str(d)) for d in range(10)}
     counts = {"teacher_true": 0, "student_true": 0, "student_copies": 0}
     slips = 0
-    for i, (ex, text) in enumerate(zip(examples, trainer._decode(ids), strict=True)):
+    for i, (ex, text) in enumerate(zip(examples, trainer.decode(ids), strict=True)):
         found = trainer.task.first_slip(ex, text)
         if found is None:
             continue

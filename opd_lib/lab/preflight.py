@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from opd_lib.divergences import token_divergence
+
 __all__ = [
     "DEFAULT_PROBE_CONVERSATION",
     "DEFAULT_PROBE_TEXTS",
@@ -284,10 +286,9 @@ def preflight(
 def per_token_forward_kl(
     teacher_logits: torch.Tensor, student_logits: torch.Tensor
 ) -> torch.Tensor:
-    """KL(teacher || student) at every position: ``sum_v p_t (log p_t - log p_s)``."""
-    t_logp = torch.log_softmax(teacher_logits.float(), dim=-1)
-    s_logp = torch.log_softmax(student_logits.float(), dim=-1)
-    return (t_logp.exp() * (t_logp - s_logp)).sum(dim=-1)
+    """KL(teacher || student) at every position: ``sum_v p_t (log p_t - log p_s)``
+    (``opd_lib.divergences.token_divergence(student, teacher, "fkl")``)."""
+    return token_divergence(student_logits, teacher_logits, "fkl")
 
 
 def sanity_check(

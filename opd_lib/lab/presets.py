@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opd_lib.lab.trainer import Config
+from opd_lib.lab.config import Config
 
 __all__ = ["PRESETS", "preset"]
 

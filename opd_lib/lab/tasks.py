@@ -19,8 +19,10 @@ which is computable from that step alone. The broken prefix is excluded from the
 **Retention** (``Reverse``): reverse a short lowercase string. The student learns it before
 distillation; its accuracy afterwards measures forgetting.
 
-**GSM8K** (hub mode): ``load_gsm8k`` (``datasets.load_dataset("openai/gsm8k", "main")``) and an
-answer checker built on the ``#### 42`` convention.
+**GSM8K** (hub mode): ``load_gsm8k`` (``datasets.load_dataset("openai/gsm8k", "main")``), in
+:mod:`opd_lib.lab.gsm8k_task`; the prompt format, target cleaning and answer extraction live in
+:mod:`opd_lib.lab.gsm8k`. ``Example``, ``Verdict``, ``Task`` and ``render_prompt`` are in
+:mod:`opd_lib.lab.task_types`. Both are re-exported here.
 
 Prompts are rendered with the tokenizer's chat template (``render_prompt``) so the same code runs
 with the character tokenizer (alphabet ``ALPHABET``) and with Qwen3's.
@@ -31,9 +33,18 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, replace
 
+from opd_lib.lab.gsm8k_task import (
+    GSM8K,
+    check_same_template,
+    extract_gsm8k_answer,
+    gsm8k_correct,
+    gsm8k_example,
+    gsm8k_examples,
+    load_gsm8k,
+)
+from opd_lib.lab.task_types import Example, Task, Verdict, render_prompt
 from opd_lib.lab.tokenizers import DEFAULT_ALPHABET
 
 __all__ = [
@@ -44,9 +55,12 @@ __all__ = [
     "RunningSum",
     "Task",
     "Verdict",
+    "check_same_template",
     "extract_gsm8k_answer",
     "get_task",
     "gsm8k_correct",
+    "gsm8k_example",
+    "gsm8k_examples",
     "load_gsm8k",
     "make_examples",
     "render_prompt",
@@ -54,76 +68,6 @@ __all__ = [
 
 ALPHABET = DEFAULT_ALPHABET + "#"
 """The character tokenizer's alphabet for the lab: ``char_tokenizer(ALPHABET)``."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One prompt and its reference completion.
-
-    ``prompt`` is the user message (not yet chat-rendered); ``completion`` the target text,
-    without EOS. ``prefix`` is a part of ``completion`` at its start that is context, not target
-    (a perturbed trace's broken steps): it is fed to the model but excluded from the loss.
-    ``hint`` is privileged context for a hinted self-teacher (OPSD); ``length`` the chain length.
-    """
-
-    task: str
-    prompt: str
-    completion: str
-    answer: str
-    hint: str = ""
-    length: int = 0
-    prefix: str = ""
-    data: tuple = field(default=(), compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.completion.startswith(self.prefix):
-            raise ValueError("prefix must be the start of the completion")
-
-    @property
-    def target(self) -> str:
-        """The part of the completion that is trained on."""
-        return self.completion[len(self.prefix) :]
-
-    def hinted_prompt(self) -> str:
-        """The prompt with the hint appended: what an OPSD self-teacher sees."""
-        return f"{self.prompt} {self.hint}" if self.hint else self.prompt
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a verifier found. ``correct``: the final answer is right (the RL reward).
-    ``trace_ok``: every step is right and the format is exact. ``n_steps``/``n_bad_steps``: steps
-    expected and steps wrong (missing or unparsable steps count as wrong)."""
-
-    correct: bool
-    trace_ok: bool
-    n_steps: int = 0
-    n_bad_steps: int = 0
-
-    @property
-    def reward(self) -> float:
-        return 1.0 if self.correct else 0.0
-
-
-class Task(Protocol):
-    name: str
-
-    def sample(self, rng: random.Random, length: int | None = None) -> Example: ...
-
-    def verify(self, example: Example, text: str) -> Verdict: ...
-
-
-def render_prompt(tokenizer, content: str) -> str:
-    """The chat-rendered prompt text for one user message, ending with the assistant header.
-
-    ``enable_thinking=False`` is passed along (Qwen3's template then writes an empty think block;
-    the character tokenizer's template ignores it)."""
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": content}],
-        tokenize=False,
-        add_generation_prompt=True,
-        enable_thinking=False,
-    )
 
 
 # -------------------------------------------------------------------------------- running sum
@@ -321,77 +265,6 @@ class Reverse:
     def verify(self, example: Example, text: str) -> Verdict:
         ok = text.strip() == example.answer
         return Verdict(ok, ok, 1, 0 if ok else 1)
-
-
-# -------------------------------------------------------------------------------- GSM8K
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _normalise_number(s: str) -> str:
-    s = s.replace(",", "").replace("$", "").strip().rstrip(".")
-    try:
-        value = float(s)
-    except ValueError:
-        return s
-    return str(int(value)) if value == int(value) else str(value)
-
-
-def extract_gsm8k_answer(text: str) -> str | None:
-    """The final answer of a GSM8K solution: the number after ``####`` (commas removed), or, for
-    model output without ``####``, the last number in the text; ``None`` when there is none."""
-    if "####" in text:
-        tail = text.rsplit("####", 1)[1]
-        m = _NUMBER.search(tail)
-        return _normalise_number(m.group()) if m else None
-    numbers = _NUMBER.findall(text)
-    return _normalise_number(numbers[-1]) if numbers else None
-
-
-def gsm8k_correct(text: str, answer: str) -> bool:
-    """Whether ``text``'s extracted final answer equals ``answer`` (numerically normalised)."""
-    got = extract_gsm8k_answer(text)
-    return got is not None and got == _normalise_number(answer)
-
-
-@dataclass
-class GSM8K:
-    """GSM8K as a lab task (hub mode). ``examples`` come from :func:`load_gsm8k`."""
-
-    examples: list[Example]
-    name: str = "gsm8k"
-
-    def sample(self, rng: random.Random, length: int | None = None) -> Example:
-        return rng.choice(self.examples)
-
-    def verify(self, example: Example, text: str) -> Verdict:
-        ok = gsm8k_correct(text, example.answer)
-        return Verdict(ok, ok, 1, 0 if ok else 1)
-
-
-def gsm8k_example(question: str, solution: str) -> Example:
-    """An :class:`Example` from a GSM8K record (``question``, ``answer`` fields)."""
-    answer = extract_gsm8k_answer(solution)
-    if answer is None:
-        raise ValueError(f"no '#### <number>' answer in the solution: {solution[-80:]!r}")
-    return Example(
-        task="gsm8k",
-        prompt=question.strip(),
-        completion=solution.strip(),
-        answer=answer,
-        hint=f"(reference solution: {solution.strip()})",
-        length=solution.count("\n") + 1,
-    )
-
-
-def load_gsm8k(split: str = "train", limit: int | None = None) -> GSM8K:
-    """GSM8K from the Hugging Face hub (network or local cache). Hub mode only."""
-    from datasets import load_dataset
-
-    ds = load_dataset("openai/gsm8k", "main", split=split)
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
-    return GSM8K([gsm8k_example(r["question"], r["answer"]) for r in ds])
 
 
 # -------------------------------------------------------------------------------- helpers

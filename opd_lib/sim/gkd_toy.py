@@ -48,6 +48,7 @@ __all__ = [
     "ToyMetrics",
     "ToyRun",
     "curated_dataset",
+    "curated_sequences",
     "divergence_grad",
     "initial_student",
     "sample_sequences",
@@ -132,12 +133,21 @@ def curated_dataset(
     """``size`` teacher samples with no invalid transition (a curated set of correct answers);
     returns their states ``[size, length]``. The teacher's rare slips are filtered out, so the
     off-policy data never shows a junk prefix."""
+    return curated_sequences(teacher, size, length, rng)[0]
+
+
+def curated_sequences(
+    teacher: np.ndarray, size: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`curated_dataset` with the tokens: (states, tokens), each ``[size, length]``."""
     ok = valid_transitions(teacher)
-    kept: list[np.ndarray] = []
-    while sum(len(k) for k in kept) < size:
-        states, tokens = sample_sequences(teacher, 2 * size, length, rng)
-        kept.append(states[ok[states, tokens].all(axis=1)])
-    return np.concatenate(kept)[:size]
+    states, tokens = [], []
+    while sum(len(k) for k in states) < size:
+        s, t = sample_sequences(teacher, 2 * size, length, rng)
+        keep = ok[s, t].all(axis=1)
+        states.append(s[keep])
+        tokens.append(t[keep])
+    return np.concatenate(states)[:size], np.concatenate(tokens)[:size]
 
 
 @dataclass(frozen=True)

@@ -48,17 +48,6 @@ METHODS: dict[str, tuple[float, float] | None] = {
 """Method name -> GKD ``(lam, beta)``; ``None`` for SPIN."""
 
 
-def _valid_teacher_sequences(teacher, size, length, rng) -> tuple[np.ndarray, np.ndarray]:
-    ok = gkd_toy.valid_transitions(teacher)
-    states, tokens = [], []
-    while sum(len(s) for s in states) < size:
-        s, t = gkd_toy.sample_sequences(teacher, 2 * size, length, rng)
-        keep = ok[s, t].all(axis=1)
-        states.append(s[keep])
-        tokens.append(t[keep])
-    return np.concatenate(states)[:size], np.concatenate(tokens)[:size]
-
-
 @single_thread()  # tiny tensors: extra threads only cost time, a lot on a busy CPU
 def train_spin_toy(
     steps: int = 150,
@@ -88,7 +77,7 @@ def train_spin_toy(
         raise ValueError(f"floor must be in [0, 1), got {floor}")
     rng = np.random.default_rng(seed)
     teacher = gkd_toy.teacher_table(teacher_noise)
-    data_states, data_tokens = _valid_teacher_sequences(teacher, dataset_size, length, rng)
+    data_states, data_tokens = gkd_toy.curated_sequences(teacher, dataset_size, length, rng)
     logits = torch.tensor(gkd_toy.initial_student(seed), requires_grad=True)
     opt = torch.optim.Adam([logits], lr=lr)
 

@@ -1,10 +1,8 @@
 """Chapter 5: reverse KL is reinforcement learning, checked on models small enough to enumerate.
 
-The toy is a *tabular sequence model*: a vocabulary of ``V`` tokens, sequences of fixed length
-``L``, and one row of logits for every prefix (``V^0 + V^1 + ... + V^(L-1)`` rows). With ``V = 4``
-and ``L = 3`` there are 64 sequences, so every expectation over the student's samples can be
-computed exactly by summing over all of them, and autograd on that sum gives the *exact* gradient of
-the sequence-level reverse KL ``KL(p_theta(y) || p_T(y))``. ``L = 1`` is a plain categorical.
+The toy is the tabular sequence model of :mod:`opd_lib.sim.tabular`: with ``V^L`` sequences
+small enough to enumerate, every expectation over the student's samples is an exact sum, and
+autograd on that sum gives the *exact* gradient of ``KL(p_theta(y) || p_T(y))``.
 
 Because the model is tabular, a sampled gradient estimate depends only on which sequence was
 sampled. :func:`per_sequence_gradients` therefore computes, for each of the ``V^L`` sequences, the
@@ -13,8 +11,7 @@ table picked by sampling, and the estimator's exact mean and variance follow by 
 with ``p_theta(y)``. :func:`batch_gradient_via_pg` computes the same estimates the way a trainer
 does, through :mod:`opd_lib.pg` and autograd, and the tests check that the two agree.
 
-The second half is G-OPD on a categorical over answers (:func:`gopd_optimum`,
-:func:`verifier_bonus_optimum` and the optimisers that check them).
+The tabular model's names and G-OPD (:mod:`opd_lib.sim.gopd`) are re-exported here.
 
 Conventions: gradients are of the KL to be *minimised* (a descent step subtracts them); tables are
 ``float64`` torch tensors of shape ``[n_prefixes, V]``.
@@ -22,7 +19,6 @@ Conventions: gradients are of the KL to be *minimised* (a descent step subtracts
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -32,6 +28,59 @@ import torch.nn.functional as F
 
 from opd_lib import pg
 from opd_lib._threads import single_thread
+from opd_lib.divergences import logit_gradients, token_divergence
+from opd_lib.sim.gopd import gopd_optimum, optimise_exact, optimise_sampled, verifier_bonus_optimum
+from opd_lib.sim.tabular import (
+    DTYPE,
+    TokenGradient,
+    _check_table,
+    _enumeration,
+    _token_logprobs,
+    all_sequences,
+    categorical_exact_gradient,
+    categorical_reinforce_estimate,
+    exact_gradient,
+    exact_reverse_kl,
+    n_prefixes,
+    prefix_rows,
+    random_table,
+    sample_indices,
+    token_gradient,
+    token_logprobs,
+)
+
+__all__ = [
+    "BASELINES",
+    "Baseline",
+    "DTYPE",
+    "ESTIMATORS",
+    "Estimator",
+    "MonteCarloCurve",
+    "SequenceTable",
+    "TokenGradient",
+    "UNBIASED",
+    "all_sequences",
+    "batch_gradient_via_pg",
+    "categorical_exact_gradient",
+    "categorical_reinforce_estimate",
+    "estimator_moments",
+    "exact_gradient",
+    "exact_reverse_kl",
+    "gopd_optimum",
+    "monte_carlo_curve",
+    "n_prefixes",
+    "optimise_exact",
+    "optimise_sampled",
+    "per_sequence_gradients",
+    "prefix_rows",
+    "random_table",
+    "sample_indices",
+    "sequence_table",
+    "token_gradient",
+    "token_logprobs",
+    "train_curves",
+    "verifier_bonus_optimum",
+]
 
 Estimator = Literal["sequence", "reward_to_go", "single_step", "length_normalized", "per_token"]
 Baseline = Literal["none", "mean", "value"]
@@ -44,122 +93,6 @@ ESTIMATORS: tuple[str, ...] = (
 )
 BASELINES: tuple[str, ...] = ("none", "mean", "value")
 UNBIASED: tuple[str, ...] = ("sequence", "reward_to_go", "single_step")
-DTYPE = torch.float64
-
-
-# --------------------------------------------------------------------------------------------
-# The tabular sequence model
-# --------------------------------------------------------------------------------------------
-
-
-def _check_sizes(vocab: int, length: int) -> None:
-    if vocab < 2:
-        raise ValueError(f"vocab must be at least 2, got {vocab}")
-    if length < 1:
-        raise ValueError(f"length must be at least 1, got {length}")
-    if vocab**length > 100_000:
-        raise ValueError(f"vocab**length = {vocab**length} sequences is too many to enumerate")
-
-
-def n_prefixes(vocab: int, length: int) -> int:
-    """Number of prefixes of length 0 .. length-1, i.e. rows of a logit table."""
-    _check_sizes(vocab, length)
-    return sum(vocab**t for t in range(length))
-
-
-def _check_table(table: torch.Tensor, vocab: int, length: int, name: str) -> None:
-    expected = (n_prefixes(vocab, length), vocab)
-    if tuple(table.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(table.shape)}")
-    if not torch.isfinite(table).all():
-        raise ValueError(f"{name} contains non-finite logits")
-
-
-def random_table(vocab: int, length: int, scale: float = 1.5, seed: int = 0) -> torch.Tensor:
-    """Logit table ``[n_prefixes, vocab]`` with i.i.d. N(0, scale^2) entries (float64)."""
-    if scale < 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
-    gen = torch.Generator().manual_seed(seed)
-    shape = (n_prefixes(vocab, length), vocab)
-    return scale * torch.randn(shape, generator=gen, dtype=DTYPE)
-
-
-def all_sequences(vocab: int, length: int) -> torch.Tensor:
-    """Every sequence as a row of a LongTensor ``[vocab**length, length]``, in base-``vocab`` order
-    (row ``i`` spells ``i`` in base ``vocab``, most significant token first)."""
-    return _enumeration(vocab, length)[0].clone()
-
-
-@functools.lru_cache(maxsize=16)
-def _enumeration(vocab: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(all sequences, their prefix rows), cached; callers must not modify them."""
-    _check_sizes(vocab, length)
-    seqs = _spell(vocab, length)
-    return seqs, prefix_rows(seqs, vocab)
-
-
-def _spell(vocab: int, length: int) -> torch.Tensor:
-    idx = torch.arange(vocab**length)
-    powers = vocab ** torch.arange(length - 1, -1, -1)
-    return (idx[:, None] // powers[None, :]) % vocab
-
-
-def prefix_rows(sequences: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Row of the logit table used at each position: ``[N, L]`` LongTensor.
-
-    The prefix ``y_<t`` of length ``t`` has row ``(V^t - 1)/(V - 1) + int(y_<t in base V)``.
-    """
-    if sequences.ndim != 2:
-        raise ValueError(f"sequences must be [N, L], got shape {tuple(sequences.shape)}")
-    if sequences.numel() and (sequences.min() < 0 or sequences.max() >= vocab):
-        raise ValueError(f"sequences hold tokens outside 0 .. {vocab - 1}")
-    N, L = sequences.shape
-    rows = torch.zeros((N, L), dtype=torch.long)
-    code = torch.zeros(N, dtype=torch.long)
-    for t in range(L):
-        rows[:, t] = (vocab**t - 1) // (vocab - 1) + code
-        code = code * vocab + sequences[:, t]
-    return rows
-
-
-def token_logprobs(table: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
-    """``log p(y_t | y_<t)`` of each token of each sequence, ``[N, L]`` (differentiable)."""
-    return _token_logprobs(table, sequences, prefix_rows(sequences, table.shape[1]))
-
-
-def _token_logprobs(
-    table: torch.Tensor, sequences: torch.Tensor, rows: torch.Tensor
-) -> torch.Tensor:
-    return F.log_softmax(table, dim=-1)[rows, sequences]
-
-
-def exact_reverse_kl(student: torch.Tensor, teacher: torch.Tensor, length: int) -> torch.Tensor:
-    """Sequence-level ``KL(p_theta || p_T) = sum_y p_theta(y) log(p_theta(y) / p_T(y))``, summed
-    over all ``V^L`` sequences; differentiable with respect to ``student``."""
-    vocab = student.shape[1]
-    _check_table(student, vocab, length, "student")
-    _check_table(teacher, vocab, length, "teacher")
-    seqs, rows = _enumeration(vocab, length)
-    ls = _token_logprobs(student, seqs, rows).sum(-1)
-    lt = _token_logprobs(teacher.detach(), seqs, rows).sum(-1)
-    return (ls.exp() * (ls - lt)).sum()
-
-
-@single_thread()
-def exact_gradient(student: torch.Tensor, teacher: torch.Tensor, length: int) -> torch.Tensor:
-    """The exact gradient of :func:`exact_reverse_kl` w.r.t. the student table (autograd)."""
-    theta = student.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(exact_reverse_kl(theta, teacher, length), theta)
-    return grad
-
-
-def sample_indices(p: torch.Tensor, n: int, seed: int) -> np.ndarray:
-    """``n`` i.i.d. draws from the categorical ``p`` over sequence indices (NumPy, seeded)."""
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    rng = np.random.default_rng(seed)
-    probs = p.detach().numpy().astype(np.float64)
-    return rng.choice(len(probs), size=n, p=probs / probs.sum())
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,8 +120,7 @@ def sequence_table(student: torch.Tensor, teacher: torch.Tensor, length: int) ->
         ls = _token_logprobs(student, seqs, rows)
         lt = _token_logprobs(teacher, seqs, rows)
         rewards = pg.per_token_reverse_kl_reward(lt, ls)
-        logq, logt = F.log_softmax(student, -1), F.log_softmax(teacher, -1)
-        kl_rows = (logq.exp() * (logq - logt)).sum(-1)  # [n_prefixes]
+        kl_rows = token_divergence(student, teacher, "rkl")  # [n_prefixes]
     return SequenceTable(seqs, rows, ls.sum(-1).exp(), rewards, kl_rows[rows])
 
 
@@ -264,11 +196,8 @@ def per_sequence_gradients(
         rows = tab.rows[:, t]
         score = F.one_hot(tab.sequences[:, t], V).to(DTYPE) - probs[rows]  # [S, V]
         g[seq_idx, rows] -= adv[:, t : t + 1] * score
-        if estimator == "single_step":
-            logq = F.log_softmax(student.detach(), -1)[rows]
-            logt = F.log_softmax(teacher.detach(), -1)[rows]
-            a = logq - logt
-            g[seq_idx, rows] += probs[rows] * (a - tab.step_kl[:, t : t + 1])
+        if estimator == "single_step":  # + the exact gradient of this position's KL
+            g[seq_idx, rows] += logit_gradients(student.detach()[rows], teacher.detach()[rows])
     return g.reshape(S, n_rows * V), tab.p
 
 
@@ -423,197 +352,3 @@ def train_curves(
         theta = theta - lr * grad.reshape(theta.shape)
     kls[steps] = float(exact_reverse_kl(theta, teacher, length))
     return kls
-
-
-# --------------------------------------------------------------------------------------------
-# Worked numbers for one token
-# --------------------------------------------------------------------------------------------
-
-
-class TokenGradient(NamedTuple):
-    reward: float  # r = log p_T(k) - log p_theta(k)
-    score: np.ndarray  # grad_logits log p_theta(k) = onehot(k) - p_theta
-    gradient: np.ndarray  # r * score: the ascent direction on the logits from this one sample
-    expected: np.ndarray  # -grad_logits KL(p_theta || p_T): the exact expected ascent direction
-
-
-def token_gradient(p_student: np.ndarray, p_teacher: np.ndarray, token: int) -> TokenGradient:
-    """Reward and one-sample REINFORCE step on the student's logits for a single position.
-
-    ``p_student`` and ``p_teacher`` are next-token distributions over the same vocabulary;
-    ``token`` is the sampled token. The logits move along ``r * (onehot(token) - p_student)``.
-    """
-    q = np.asarray(p_student, dtype=np.float64)
-    p = np.asarray(p_teacher, dtype=np.float64)
-    if q.shape != p.shape or q.ndim != 1:
-        raise ValueError(f"need two 1-D distributions of equal size, got {q.shape} and {p.shape}")
-    if (q <= 0).any() or (p <= 0).any():
-        raise ValueError("probabilities must be strictly positive")
-    if not (np.isclose(q.sum(), 1) and np.isclose(p.sum(), 1)):
-        raise ValueError("p_student and p_teacher must each sum to 1")
-    if not 0 <= token < len(q):
-        raise ValueError(f"token {token} outside 0 .. {len(q) - 1}")
-    r = float(np.log(p[token]) - np.log(q[token]))
-    score = -q.copy()
-    score[token] += 1.0
-    a = np.log(q) - np.log(p)
-    expected = -q * (a - (q * a).sum())
-    return TokenGradient(r, score, r * score, expected)
-
-
-def categorical_reinforce_estimate(
-    student_logits: np.ndarray, teacher_logp: np.ndarray, samples: np.ndarray
-) -> np.ndarray:
-    """REINFORCE estimate of grad_logits KL(softmax(z) || p_T) for a categorical from ``samples``:
-    ``-(1/N) sum_i r(y_i) (onehot(y_i) - softmax(z))`` with ``r = log p_T - log softmax(z)``."""
-    z = np.asarray(student_logits, dtype=np.float64)
-    lt = np.asarray(teacher_logp, dtype=np.float64)
-    y = np.asarray(samples)
-    if z.ndim != 1 or z.shape != lt.shape:
-        raise ValueError(
-            f"logits and teacher log-probs must be equal 1-D shapes, got {z.shape}, {lt.shape}"
-        )
-    if y.ndim != 1 or len(y) == 0 or y.min() < 0 or y.max() >= len(z):
-        raise ValueError("samples must be a non-empty 1-D array of token ids")
-    logq = z - np.logaddexp.reduce(z)
-    q = np.exp(logq)
-    r = lt[y] - logq[y]
-    score = np.eye(len(z))[y] - q[None, :]
-    return -(r[:, None] * score).mean(0)
-
-
-def categorical_exact_gradient(student_logits: np.ndarray, teacher_logp: np.ndarray) -> np.ndarray:
-    """Exact grad_logits KL(softmax(z) || p_T) = q * (a - sum q a), a = log q - log p_T."""
-    z = np.asarray(student_logits, dtype=np.float64)
-    logq = z - np.logaddexp.reduce(z)
-    q = np.exp(logq)
-    a = logq - np.asarray(teacher_logp, dtype=np.float64)
-    return q * (a - (q * a).sum())
-
-
-# --------------------------------------------------------------------------------------------
-# G-OPD: two ways to end above the teacher
-# --------------------------------------------------------------------------------------------
-
-
-def _check_dist(p: np.ndarray, name: str) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 1 or (p <= 0).any() or not np.isclose(p.sum(), 1.0):
-        raise ValueError(f"{name} must be a 1-D distribution with positive entries summing to 1")
-    return p
-
-
-def gopd_optimum(p_teacher: np.ndarray, p_reference: np.ndarray, lam: float) -> np.ndarray:
-    """The maximiser of the G-OPD paper's objective over all distributions pi (arXiv:2602.12125):
-
-    J(pi) = E_pi[ lam * log(p_T / p_ref) ] - KL(pi || p_ref),   pi* ∝ p_ref^(1-lam) * p_T^lam.
-    """
-    pt, pr = _check_dist(p_teacher, "p_teacher"), _check_dist(p_reference, "p_reference")
-    if pt.shape != pr.shape:
-        raise ValueError(f"shape mismatch: {pt.shape} vs {pr.shape}")
-    if not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam must be finite and >= 0, got {lam}")
-    logits = (1 - lam) * np.log(pr) + lam * np.log(pt)
-    return np.exp(logits - np.logaddexp.reduce(logits))
-
-
-def verifier_bonus_optimum(p_teacher: np.ndarray, verifier: np.ndarray, beta: float) -> np.ndarray:
-    """The maximiser of the seed's objective E_pi[log p_T + beta R_ext] + H(pi):
-    pi* ∝ p_T * exp(beta * R_ext)."""
-    pt = _check_dist(p_teacher, "p_teacher")
-    R = np.asarray(verifier, dtype=np.float64)
-    if R.shape != pt.shape:
-        raise ValueError(f"shape mismatch: verifier {R.shape} vs p_teacher {pt.shape}")
-    if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
-    logits = np.log(pt) + beta * R
-    return np.exp(logits - np.logaddexp.reduce(logits))
-
-
-@single_thread()
-def optimise_exact(
-    p_teacher: np.ndarray,
-    form: Literal["paper", "seed"],
-    coef: float,
-    p_reference: np.ndarray | None = None,
-    verifier: np.ndarray | None = None,
-    steps: int = 300,
-    lr: float = 0.3,
-) -> np.ndarray:
-    """Maximise either objective over softmax logits by Adam on the exact objective (autograd),
-    starting from uniform; returns the final distribution. ``form="paper"`` uses ``coef`` as lam
-    and needs ``p_reference``; ``form="seed"`` uses it as beta and needs ``verifier``."""
-    pt = torch.tensor(_check_dist(p_teacher, "p_teacher")).log()
-    if form == "paper":
-        if p_reference is None:
-            raise ValueError("form='paper' needs p_reference")
-        pr = torch.tensor(_check_dist(p_reference, "p_reference")).log()
-        reward = coef * (pt - pr)
-    elif form == "seed":
-        if verifier is None:
-            raise ValueError("form='seed' needs verifier")
-        pr = torch.zeros_like(pt)  # objective: E[log p_T + beta R] + H = E[reward - log pi]
-        reward = pt + coef * torch.as_tensor(np.asarray(verifier, dtype=np.float64))
-    else:
-        raise ValueError(f"form must be 'paper' or 'seed', got {form!r}")
-    z = torch.zeros_like(pt, requires_grad=True)
-    opt = torch.optim.Adam([z], lr=lr)
-    for _ in range(steps):
-        logpi = F.log_softmax(z, -1)
-        objective = (logpi.exp() * (reward - (logpi - pr))).sum()
-        opt.zero_grad()
-        (-objective).backward()
-        opt.step()
-    return F.softmax(z.detach(), -1).numpy()
-
-
-@single_thread()
-def optimise_sampled(
-    p_teacher: np.ndarray,
-    form: Literal["paper", "seed"],
-    coef: float,
-    p_reference: np.ndarray | None = None,
-    verifier: np.ndarray | None = None,
-    batch: int = 64,
-    steps: int = 250,
-    lr: float = 0.2,
-    seed: int = 0,
-) -> np.ndarray:
-    """The same optimisation from *samples only*, as a trainer does it: draw ``batch`` answers from
-    the student, reward them with :func:`opd_lib.pg.extrapolated_reward` (paper) or
-    :func:`opd_lib.pg.verifier_augmented_reward` (seed), add the student's own ``-log`` term, and
-    step on :func:`opd_lib.pg.reinforce_loss` with a leave-one-out baseline. Returns the final
-    distribution."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    lt = torch.tensor(_check_dist(p_teacher, "p_teacher")).log()
-    if form == "paper":
-        if p_reference is None:
-            raise ValueError("form='paper' needs p_reference")
-        lr_ref = torch.tensor(_check_dist(p_reference, "p_reference")).log()
-    elif form == "seed":
-        if verifier is None:
-            raise ValueError("form='seed' needs verifier")
-        R = torch.as_tensor(np.asarray(verifier, dtype=np.float64))
-    else:
-        raise ValueError(f"form must be 'paper' or 'seed', got {form!r}")
-    if batch < 2:
-        raise ValueError(f"batch must be >= 2 for the leave-one-out baseline, got {batch}")
-    z = torch.zeros_like(lt, requires_grad=True)
-    opt = torch.optim.Adam([z], lr=lr)
-    mask = torch.ones((batch, 1), dtype=torch.bool)
-    for _ in range(steps):
-        logpi = F.log_softmax(z, -1)
-        y = torch.multinomial(logpi.detach().exp(), batch, replacement=True, generator=gen)
-        logp = logpi[y].unsqueeze(-1)  # [B, 1]
-        if form == "paper":
-            r = pg.extrapolated_reward(lt[y, None], lr_ref[y, None], coef)
-            r = r + (lr_ref[y, None] - logp).detach()
-        else:
-            r = pg.verifier_augmented_reward(lt[y, None], R[y], coef, mask) - logp.detach()
-        loo = (r.sum() - r) / (batch - 1)
-        loss = pg.reinforce_loss(logp, r, mask, baseline=loo)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return F.softmax(z.detach(), -1).numpy()

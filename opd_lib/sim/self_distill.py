@@ -3,7 +3,7 @@
 * A tiny Qwen3 trained for a few seconds on a "hinted copy" task, then used as its own teacher
   (OPSD): :func:`train_hinted_model`, :func:`self_teacher_divergence`.
 * The size and sign of the update under no clip, per-token and point-wise clipping:
-  :func:`clipped_updates`, :func:`seed_pivot_logits`, :func:`synthetic_pivot_batch`.
+  :func:`clipped_updates`, :func:`pivot_example_logits`, :func:`synthetic_pivot_batch`.
 * SPIN rounds on a categorical policy: :func:`spin_rounds`.
 * SD-Zero (generator + reviser from one model, binary verifier) on a tabular policy:
   :func:`sd_zero_rounds`.
@@ -16,48 +16,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from opd_lib import hinted_copy
 from opd_lib._threads import single_thread
-from opd_lib.divergences import token_divergence
-from opd_lib.opsd import gather_positions, hinted_teacher_inputs, opsd_loss
-from opd_lib.spin import spin_loss
+from opd_lib.divergences import token_divergence, total_variation
+from opd_lib.hinted_copy import ANSWER_LEN, KEY_AT
+from opd_lib.models import tiny_qwen3
+from opd_lib.opsd import hinted_teacher_inputs, hinted_teacher_logits, opsd_loss
+from opd_lib.sampling import sample_completions
+from opd_lib.spin import expected_gradient_norm, spin_loss
+from opd_lib.tokenizers import char_tokenizer
 
 # ---------------------------------------------------------------------------------- the task
 
-LETTERS = "abcdefgh"
-PROMPT_LEN = 3
-ANSWER_LEN = PROMPT_LEN + 6  # "abc is k."
-KEY_AT = PROMPT_LEN + 4  # index of the key letter in the answer
-
-
-def hinted_copy_examples(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
-    """``n`` examples of the hinted copy task: (prompts, hints, answers).
-
-    Prompt ``"cab:"`` (3 random letters), hint ``"(g)"`` (a random key letter), answer
-    ``"cab is g."``. Every answer character but the key follows from the prompt (a copy and fixed
-    wording); the key follows only from the hint.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    prompts, hints, answers = [], [], []
-    for _ in range(n):
-        x = "".join(rng.choice(list(LETTERS), PROMPT_LEN))
-        k = str(rng.choice(list(LETTERS)))
-        prompts.append(x + ":")
-        hints.append("(" + k + ")")
-        answers.append(x + " is " + k + ".")
-    return prompts, hints, answers
-
-
-def _answer_ids(tokenizer, answers: list[str]) -> torch.Tensor:
-    return torch.tensor([tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers])
-
-
-def completion_logits(model, tokenizer, prompts, hints, completion_ids) -> torch.Tensor:
-    """``[B, N, V]`` logits ``model`` assigns to each completion token after ``prompt + hint``."""
-    inputs = hinted_teacher_inputs(tokenizer, prompts, hints, completion_ids)
-    logits = model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).logits
-    return gather_positions(logits, inputs.positions)
+hinted_copy_examples = hinted_copy.examples  # the task lives in opd_lib.hinted_copy
 
 
 def train_hinted_model(steps: int = 200, batch: int = 24, lr: float = 4e-3, seed: int = 0):
@@ -67,8 +38,6 @@ def train_hinted_model(steps: int = 200, batch: int = 24, lr: float = 4e-3, seed
     (``prompt -> answer``), cross-entropy on the answer tokens only. Returns
     ``(model, tokenizer, losses)``; a few seconds on a laptop CPU. Deterministic given ``seed``.
     """
-    from opd_lib.lab import char_tokenizer, tiny_qwen3
-
     if steps < 0 or batch < 2:
         raise ValueError("steps must be >= 0 and batch >= 2")
     tokenizer = char_tokenizer()
@@ -78,22 +47,10 @@ def train_hinted_model(steps: int = 200, batch: int = 24, lr: float = 4e-3, seed
     model.train()
     with single_thread():  # a model this small runs faster on one thread
         for step in range(steps):
-            losses.append(_train_step(model, tokenizer, opt, batch, seed * 100_003 + step + 1))
+            step_seed = seed * 100_003 + step + 1
+            losses.append(hinted_copy.sft_step(model, tokenizer, opt, batch, step_seed))
     model.eval()
     return model, tokenizer, np.array(losses)
-
-
-def _train_step(model, tokenizer, opt, batch: int, seed: int) -> float:
-    prompts, hints, answers = hinted_copy_examples(batch, seed=seed)
-    half = (2 * batch) // 3
-    hints = hints[:half] + [""] * (batch - half)
-    ids = _answer_ids(tokenizer, answers)
-    logits = completion_logits(model, tokenizer, prompts, hints, ids)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return loss.item()
 
 
 @dataclass
@@ -122,8 +79,6 @@ def self_teacher_divergence(
 
     Same weights on both sides; the only difference is the hint in the teacher's context.
     """
-    from opd_lib.sampling import sample_completions
-
     prompts, hints, _ = hinted_copy_examples(n, seed=10_000 + seed)
     student_in = hinted_teacher_inputs(tokenizer, prompts, [""] * n, [[0]] * n)
     prompt_ids = student_in.input_ids[:, :-1]
@@ -139,8 +94,8 @@ def self_teacher_divergence(
         gen,
         eos_token_id=tokenizer.eos_token_id,
     )
-    s = completion_logits(model, tokenizer, prompts, [""] * n, ids)
-    t = completion_logits(model, tokenizer, prompts, hints, ids)
+    s = hinted_teacher_logits(model, tokenizer, prompts, [""] * n, ids)
+    t = hinted_teacher_logits(model, tokenizer, prompts, hints, ids)
     div = token_divergence(s, t, kind)
     texts = tokenizer.batch_decode(ids)
     key_ok = np.array([c[KEY_AT] == h[1] for c, h in zip(texts, hints, strict=True)])
@@ -150,12 +105,12 @@ def self_teacher_divergence(
 # --------------------------------------------------------------------- clipping measurements
 
 
-def seed_pivot_logits() -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed's pivot token as ``[1, 1, 4]`` logits (student, teacher).
+def pivot_example_logits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The worked pivot token of Chapter 6 as ``[1, 1, 4]`` logits (student, teacher).
 
     Student ``q = (0.01, 0.90, 0.05, 0.04)``, teacher ``p = (0.60, 0.30, 0.05, 0.05)``: the pivot
     (entry 0) has 0.01 under the student and 0.6 under the hinted teacher; the rest of each
-    distribution is our completion of the seed's example.
+    distribution is our completion of the widely quoted example.
     """
     q = torch.tensor([0.01, 0.90, 0.05, 0.04], dtype=torch.float64)
     p = torch.tensor([0.60, 0.30, 0.05, 0.05], dtype=torch.float64)
@@ -301,8 +256,8 @@ def spin_rounds(
         theta = theta.detach()
         policies.append(torch.softmax(theta, 0).numpy())
     pol = np.array(policies)
-    tv = 0.5 * np.abs(pol - p_data).sum(axis=1)
-    grad_norm = 0.5 * beta * np.linalg.norm(p_data - pol, axis=1)
+    tv = total_variation(np.broadcast_to(p_data, pol.shape), pol)
+    grad_norm = expected_gradient_norm(p_data, pol, beta)
     return SpinHistory(pol, tv, grad_norm, pol @ reward)
 
 

@@ -4,19 +4,20 @@ Everything here runs on a CPU in seconds, so the chapter can train, roll out and
 
 The task. A prompt is a short string of letters followed by ``=`` (``"cab="``); the answer is the
 string reversed (``"bac"``) and then EOS. A Qwen3 teacher (2 layers x 64) and a smaller Qwen3
-student (1 layer x 32) over a character vocabulary (:func:`opd_lib.lab.char_tokenizer`) are both
-trained briefly by supervised fine-tuning on the task, the teacher for longer: the teacher ends up
-mostly right, the student only partly, so the student's rollouts are neither perfect nor noise and
-its per-token disagreement with the teacher varies from token to token. That variation is what the
-importance scores of :mod:`opd_lib.tip` rank.
+student (1 layer x 32) over a character vocabulary (:func:`opd_lib.tokenizers.char_tokenizer`)
+are both trained briefly by supervised fine-tuning on the task, the teacher for longer: the teacher
+ends up mostly right, the student only partly, so the student's rollouts are neither perfect nor
+noise and its per-token disagreement with the teacher varies from token to token. That variation is
+what the importance scores of :mod:`opd_lib.tip` rank. The task, the pair and the rollout helpers
+are in :mod:`opd_lib.sim.reversal` (re-exported here).
 
 The distillation loop (:func:`opd_run`) is minimal on-policy reverse-KL distillation: sample
 completions from the student, score every completion position with both models, compute the full
 per-token reverse KL ``KL(student || teacher)`` (:func:`opd_lib.divergences.token_divergence`),
 keep the tokens a rule selects, and take an Adam step on their mean. The rules are ``"all"``,
-``"tip"`` (:func:`opd_lib.tip.token_importance`, student entropy OR divergence) and ``"seed"``
+``"tip"`` (:func:`opd_lib.tip.token_importance`, student entropy OR divergence) and ``"confidence"``
 (:func:`opd_lib.tip.teacher_confidence_importance`, teacher confidence x divergence). The
-divergence that both scores rank is the same reverse KL the loss uses (the seed writes
+divergence that both scores rank is the same reverse KL the loss uses (TIP's paper writes
 ``KL(teacher || student)``; using one divergence for both keeps the comparison about the scores).
 """
 
@@ -32,11 +33,22 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from opd_lib import lm
 from opd_lib._threads import single_thread
 from opd_lib.divergences import token_divergence
-from opd_lib.gkd import GKDBatch, completion_logits
-from opd_lib.lab import ModelPair, char_tokenizer, tiny_qwen3_pair
+from opd_lib.lm import completion_logits
+from opd_lib.models import ModelPair
 from opd_lib.sampling import completion_mask, sample_completions
+from opd_lib.sim.reversal import (
+    ALPHABET,
+    LETTERS,
+    build_pair,
+    encode_prompts,
+    reversal_task,
+    sample_rollouts,
+    sft,
+    token_logprobs,
+)
 from opd_lib.tip import select_tokens, teacher_confidence_importance, token_importance
 
 __all__ = [
@@ -58,122 +70,13 @@ __all__ = [
     "token_logprobs",
     "sample_rollouts",
     "sft",
-    "single_thread",
 ]
 
-LETTERS = "abcdef"
-"""The letters prompts are made of."""
-ALPHABET = LETTERS + "=\nsytmurin"
-"""The tokenizer's characters: the task's letters, ``=`` and what the ChatML template needs."""
-RULES = ("all", "tip", "seed")
+RULES = ("all", "tip", "confidence")
 """Token-selection rules understood by :func:`select_by_rule`."""
 
 
-def reversal_task(
-    n: int, seed: int, min_len: int = 3, max_len: int = 5, letters: str = LETTERS
-) -> tuple[list[str], list[str]]:
-    """``n`` random prompts ``"<letters>="`` and their answers (the letters reversed).
-
-    Lengths are uniform in ``[min_len, max_len]``; letters uniform over ``letters``.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not 1 <= min_len <= max_len:
-        raise ValueError(f"need 1 <= min_len <= max_len, got {min_len}, {max_len}")
-    if not letters or "=" in letters:
-        raise ValueError("letters must be non-empty and must not contain '='")
-    rng = np.random.default_rng(seed)
-    prompts, answers = [], []
-    for _ in range(n):
-        length = int(rng.integers(min_len, max_len + 1))
-        word = "".join(rng.choice(list(letters), size=length))
-        prompts.append(word + "=")
-        answers.append(word[::-1])
-    return prompts, answers
-
-
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and attention mask ``[B, P]`` (no special tokens added)."""
-    if not prompts:
-        raise ValueError("prompts is empty")
-    enc = tokenizer(list(prompts), padding=True, return_tensors="pt", add_special_tokens=False)
-    return enc["input_ids"], enc["attention_mask"]
-
-
-def sft(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    answers: Sequence[str],
-    steps: int,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    seed: int = 0,
-) -> list[float]:
-    """Supervised fine-tuning: cross-entropy on answer tokens (EOS included), Adam, in place.
-
-    Minibatches are drawn with replacement from ``(prompts, answers)`` with ``seed``. Returns the
-    loss of every step.
-    """
-    if steps < 0 or batch_size < 1:
-        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
-    data = GKDBatch.from_texts(tokenizer, prompts, answers)
-    eos = tokenizer.eos_token_id
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        idx = torch.as_tensor(rng.integers(0, len(prompts), size=batch_size))
-        target = data.completion_ids[idx]
-        logits = completion_logits(model, data.prompt_ids[idx], data.prompt_mask[idx], target)
-        mask = completion_mask(target, eos).bool()
-        loss = torch.nn.functional.cross_entropy(logits[mask], target[mask])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
-
-
-def build_pair(
-    seed: int = 0,
-    teacher_steps: int = 100,
-    student_steps: int = 30,
-    n_train: int = 2000,
-    batch_size: int = 32,
-    lr: float = 5e-3,
-) -> ModelPair:
-    """A tiny teacher/student pair, both briefly fine-tuned on the reversal task.
-
-    Teacher: Qwen3, 2 layers x 64 hidden, ``teacher_steps`` SFT steps. Student: 1 layer x 32
-    hidden, ``student_steps`` steps (fewer, so it is only partly competent). Deterministic in
-    ``seed``.
-    """
-    tokenizer = char_tokenizer(ALPHABET)
-    pair = tiny_qwen3_pair(
-        tokenizer,
-        teacher=dict(layers=2, hidden=64, heads=4),
-        student=dict(layers=1, hidden=32, heads=4),
-        seed=seed,
-    )
-    prompts, answers = reversal_task(n_train, seed=seed)
-    with torch.random.fork_rng(devices=[]), single_thread():
-        torch.manual_seed(seed)
-        sft(pair.teacher, tokenizer, prompts, answers, teacher_steps, batch_size, lr, seed)
-        sft(pair.student, tokenizer, prompts, answers, student_steps, batch_size, lr, seed + 1)
-    for p in pair.teacher.parameters():
-        p.requires_grad_(False)
-    return pair
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of ``softmax(logits)`` over the last axis, ``[..., V] -> [...]``."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+entropy = lm.entropy  # of softmax(logits), in nats (kept under this module's name)
 
 
 @dataclass(frozen=True)
@@ -237,43 +140,6 @@ def rollout_token_stats(
     )
 
 
-def token_logprobs(
-    model: torch.nn.Module,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    completion_ids: torch.Tensor,
-    eos_token_id: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities ``[B, C]`` of the completion tokens under ``model``, completion mask).
-
-    The mask covers each completion up to and including its first EOS; log-probs are 0 elsewhere.
-    Feed both to :func:`opd_lib.prefix.flawed_prefix_mask`.
-    """
-    with torch.no_grad(), single_thread():
-        logits = completion_logits(model, prompt_ids, prompt_mask, completion_ids)
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, completion_ids[..., None])[..., 0]
-    mask = completion_mask(completion_ids, eos_token_id).bool()
-    return torch.where(mask, logp, torch.zeros(())), mask
-
-
-def sample_rollouts(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    temperature: float = 1.0,
-    max_new_tokens: int = 6,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(prompt ids, prompt mask, sampled completions ``[B, max_new_tokens]``) from ``model``."""
-    ids, attn = encode_prompts(tokenizer, prompts)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad(), single_thread():
-        completion = sample_completions(
-            model, ids, attn, max_new_tokens, temperature, gen, tokenizer.eos_token_id
-        )
-    return ids, attn, completion
-
-
 def select_by_rule(
     rule: str,
     student_entropy: torch.Tensor,
@@ -283,8 +149,9 @@ def select_by_rule(
     vocab_size: int,
     keep_fraction: float = 1.0,
 ) -> torch.Tensor:
-    """The training mask a rule keeps: ``"all"`` (every masked token), ``"tip"`` or ``"seed"`` (the
-    top ``keep_fraction`` of masked tokens by that score, via :func:`opd_lib.tip.select_tokens`).
+    """The training mask a rule keeps: ``"all"`` (every masked token), ``"tip"`` or
+    ``"confidence"`` (the top ``keep_fraction`` of masked tokens by that score, via
+    :func:`opd_lib.tip.select_tokens`).
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
