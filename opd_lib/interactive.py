@@ -12,149 +12,39 @@ loads the library from Plotly's CDN instead.
 
 Builders: :func:`error_propagation_figure` (Chapter 0), :func:`dagger_bounds_figure` (Chapter 2),
 :func:`fdiv_morph_figure` (Chapter 3), :func:`gkd_lambda_figure` (Chapter 4),
-:func:`pivot_clipping_figure` (Chapter 6). The generic piece is :func:`slider_figure`.
+:func:`pivot_clipping_figure` (Chapter 6). The generic pieces (:func:`slider_figure`,
+:func:`figure_html`, :func:`show`, :class:`Frame`, :class:`Layout`) live in :mod:`opd_lib.slider`
+and are re-exported here. Figures with several controls or a play button (Chapters 1, 5 and 8) are
+in :mod:`opd_lib.interactive_grid`; :func:`figure_html` adds the script they need (:data:`GRID_JS`).
 """
 
 from __future__ import annotations
 
-import re
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from opd_lib import bounds
 from opd_lib._threads import single_thread
 from opd_lib.plotting import CORRECT, OFF_POLICY, ON_POLICY, WRONG
+from opd_lib.slider import CSS_CLASS, FONT, GRID_JS, Frame, Layout, figure_html, show, slider_figure
 
-CSS_CLASS = "opd-interactive"
-"""Class of the ``<div>`` around every figure (the browser test looks for it)."""
-
-FONT = dict(family="Helvetica, Arial, sans-serif", size=12)
-
-
-@dataclass
-class Frame:
-    """One slider position: its label, the traces it shows, and the subplot titles it sets.
-
-    ``traces`` holds ``(trace, row, col)`` triples (1-based subplot position). ``titles`` replaces
-    the subplot titles in order (``None`` keeps the figure's own).
-    """
-
-    label: str
-    traces: list[tuple[go.BaseTraceType, int, int]]
-    titles: list[str] | None = None
-
-
-@dataclass
-class Layout:
-    """Shape of a :func:`slider_figure`: the subplot grid and the slider's caption."""
-
-    rows: int = 1
-    cols: int = 1
-    subplot_titles: list[str] = field(default_factory=list)
-    slider_prefix: str = ""
-    height: int = 380
-
-
-def slider_figure(
-    frames: Sequence[Frame],
-    layout: Layout,
-    static: Sequence[tuple[go.BaseTraceType, int, int]] = (),
-    active: int = 0,
-) -> go.Figure:
-    """A figure with one slider that shows ``frames[k]`` (and the ``static`` traces) at position k.
-
-    Every frame's traces are in the figure; each slider step sets which ones are visible (and the
-    subplot titles), so moving the slider needs only plotly.js, no Python.
-    """
-    if not frames:
-        raise ValueError("slider_figure needs at least one frame")
-    if not 0 <= active < len(frames):
-        raise ValueError(f"active must index a frame (0..{len(frames) - 1}), got {active}")
-    n_titles = layout.rows * layout.cols
-    titles = list(layout.subplot_titles) or [""] * n_titles
-    if len(titles) != n_titles:
-        raise ValueError(f"need {n_titles} subplot titles, got {len(titles)}")
-    for frame in frames:
-        if frame.titles is not None and len(frame.titles) != n_titles:
-            raise ValueError(
-                f"frame {frame.label!r} sets {len(frame.titles)} titles, need {n_titles}"
-            )
-
-    if frames[active].titles is not None:
-        titles = list(frames[active].titles)
-    # make_subplots makes no annotation for an empty title, and the steps address them by index.
-    titles = [t or " " for t in titles]
-    fig = make_subplots(rows=layout.rows, cols=layout.cols, subplot_titles=titles)
-    owner: list[int | None] = []  # which frame each trace belongs to (None: always shown)
-    for trace, row, col in static:
-        fig.add_trace(trace, row=row, col=col)
-        owner.append(None)
-    for k, frame in enumerate(frames):
-        for trace, row, col in frame.traces:
-            trace.visible = k == active
-            fig.add_trace(trace, row=row, col=col)
-            owner.append(k)
-
-    steps = []
-    for k, frame in enumerate(frames):
-        visible = [o is None or o == k for o in owner]
-        relayout = {}
-        for i, text in enumerate(frame.titles or []):
-            relayout[f"annotations[{i}].text"] = text or " "
-        steps.append(
-            dict(method="update", label=frame.label, args=[{"visible": visible}, relayout])
-        )
-    fig.update_layout(
-        height=layout.height,
-        margin=dict(l=50, r=20, t=75, b=10),
-        font=FONT,
-        template="plotly_white",
-        showlegend=True,
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
-        sliders=[
-            dict(
-                active=active,
-                currentvalue=dict(prefix=layout.slider_prefix, font=dict(size=13)),
-                pad=dict(t=105, b=10),
-                transition=dict(duration=0),
-                steps=steps,
-            )
-        ],
-    )
-    for annotation in fig.layout.annotations:
-        annotation.font = dict(size=12)
-    fig.update_layout(height=layout.height + 150)  # room for the legend and the slider
-    return fig
-
-
-def figure_html(fig: go.Figure, name: str, include_plotlyjs: bool | str = False) -> str:
-    """The figure as an HTML fragment, wrapped in ``<div class="opd-interactive">``.
-
-    ``name`` (letters, digits, ``-``, ``_``) fixes the plot's element id, so rebuilding the book
-    gives the same page.
-    """
-    if not re.fullmatch(r"[A-Za-z][\w-]*", name):
-        raise ValueError(f"name must be letters, digits, '-' or '_', got {name!r}")
-    body = fig.to_html(
-        full_html=False,
-        include_plotlyjs=include_plotlyjs,
-        div_id=f"opd-fig-{name}",
-        config=dict(displaylogo=False, responsive=True, modeBarButtonsToRemove=["select2d"]),
-    )
-    return f'<div class="{CSS_CLASS}" data-figure="{name}">{body}</div>'
-
-
-def show(fig: go.Figure, name: str):
-    """Display ``fig`` in a notebook: plotly.js from the book's build, or from the CDN in Colab."""
-    from IPython.display import HTML
-
-    in_colab = "google.colab" in sys.modules
-    return HTML(figure_html(fig, name, include_plotlyjs="cdn" if in_colab else False))
+__all__ = [
+    "CSS_CLASS",
+    "FONT",
+    "Frame",
+    "GRID_JS",
+    "Layout",
+    "dagger_bounds_figure",
+    "error_propagation_figure",
+    "fdiv_morph_figure",
+    "figure_html",
+    "gkd_lambda_figure",
+    "pivot_clipping_figure",
+    "show",
+    "slider_figure",
+]
 
 
 # ------------------------------------------------------------------------------ the chapters

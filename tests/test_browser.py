@@ -29,10 +29,13 @@ import check_site  # noqa: E402
 REQUIRED = os.environ.get("OPD_REQUIRE_BROWSER_TEST", "") not in ("", "0")
 INTERACTIVE_CHAPTERS = {
     "ch00_why_practice",
+    "ch01_autoregressive_trap",
     "ch02_dagger",
     "ch03_f_divergences",
     "ch04_gkd",
+    "ch05_reverse_kl_rl",
     "ch06_self_distillation",
+    "ch08_big_picture",
 }
 
 
@@ -129,6 +132,31 @@ def test_the_checker_reports_a_chapter_without_its_links(browser_page, tmp_path)
     assert "no left-prev link" in problems and "no right-next link" in problems
 
 
+def test_the_checker_reports_code_that_scrolls_sideways(browser_page, tmp_path):
+    page, errors, _ = browser_page
+    style = "<style>div.highlight pre { width: 600px; overflow-x: auto; }</style>"
+    long_line = "x = " + " + ".join(["value"] * 40)
+    body = f"<div class='highlight'><pre>short = 1\n{long_line}</pre></div>"
+    report = check_site.check_page(page, write_page(tmp_path, "w.html", body, style), errors=errors)
+    assert any("scrolls sideways: 'x = value + value" in p for p in report.problems)
+    narrow = "<div class='highlight'><pre>short = 1</pre></div>"
+    url = write_page(tmp_path, "n.html", narrow, style)
+    assert check_site.check_page(page, url, errors=errors).problems == []
+
+
+def test_the_checker_reports_a_promised_figure_that_is_missing(browser_page, tmp_path):
+    page, errors, _ = browser_page
+    text = "<p>The figure below shows the drift.</p>"
+    report = check_site.check_page(page, write_page(tmp_path, "f.html", text), errors=errors)
+    assert any("promises a figure ('figure below')" in p for p in report.problems)
+    hidden = f"{text}<details><summary>more</summary><img src='{tiny_png(tmp_path)}'></details>"
+    report = check_site.check_page(page, write_page(tmp_path, "h.html", hidden), errors=errors)
+    assert any("promises a figure" in p for p in report.problems), "a closed dropdown hides it"
+    shown = f"{text}<img src='{tiny_png(tmp_path)}' width='300'>"
+    report = check_site.check_page(page, write_page(tmp_path, "s.html", shown), errors=errors)
+    assert report.problems == [] and report.visible_figures == 1
+
+
 def test_the_checker_reports_blocked_network(browser_page, tmp_path):
     page, errors, blocked = browser_page
     before = len(blocked)
@@ -166,6 +194,59 @@ def test_the_checker_reports_a_figure_without_plotly(browser_page, tmp_path):
     url = write_page(tmp_path, "nojs.html", interactive.figure_html(fig, "demo"))
     problems = check_site.check_page(page, url, errors=errors).problems
     assert any("was not drawn" in p for p in problems), problems
+
+
+def grid_page(tmp_path: Path, name: str, defect: str = "") -> str:
+    """A page with one figure with two controls (buttons and a slider with play).
+
+    ``defect``: "no-script" drops the script that combines the controls; "dead-button" makes
+    the buttons choose nothing; "slow-play" makes the play button take minutes.
+    """
+    import plotly.graph_objects as go
+
+    from opd_lib import interactive
+    from opd_lib.interactive import GRID_JS
+    from opd_lib.interactive_grid import Knob, grid_figure
+
+    frames = [
+        interactive.Frame(f"{b}{s}", [(go.Scatter(x=[0, 1], y=[b, s]), 1, 1)], [f"{b}/{s}"])
+        for b in range(2)
+        for s in range(3)
+    ]
+    knobs = [Knob("b", ["x", "y"], kind="buttons"), Knob("s", ["0", "1", "2"], play=True)]
+    dead = defect == "dead-button"
+    fig = grid_figure(knobs, frames, lambda b, s: (0 if dead else b) * 3 + s, interactive.Layout())
+    if defect == "slow-play":
+        fig.layout.meta["opd_grid"]["play"]["ms"] = 600_000
+    if defect == "no-script":
+        fig.layout.meta = None  # figure_html then attaches no script
+    html = interactive.figure_html(fig, "grid")
+    assert (GRID_JS.split("{plot_id}")[1][:200] in html) == (defect != "no-script")
+    head = f"<script src='{plotly_js()}'></script>"
+    return write_page(tmp_path, name, html, head)
+
+
+def test_the_checker_drives_every_control_and_plays(browser_page, tmp_path):
+    page, errors, _ = browser_page
+    report = check_site.check_page(page, grid_page(tmp_path, "grid.html"), errors=errors)
+    assert report.figures == 1
+    assert report.problems == []
+
+
+@pytest.mark.parametrize(
+    "defect, expected",
+    [
+        ("no-script", "the plot did not change when the slider moved"),
+        ("dead-button", "button 'y' did not change it"),
+        ("slow-play", "play did not reach the last frame"),
+    ],
+)
+def test_the_checker_reports_a_dead_control(browser_page, tmp_path, monkeypatch, defect, expected):
+    page, errors, _ = browser_page
+    monkeypatch.setattr(check_site, "PLAY_TIMEOUT_MS", 1500)
+    url = grid_page(tmp_path, f"{defect}.html", defect)
+    problems = check_site.check_page(page, url, errors=errors).problems
+    assert any(expected in p for p in problems), problems
 
 
 def toc_chapters() -> list[str]:

@@ -133,3 +133,145 @@ def test_pivot_clipping_figure_shows_each_clip_mode():
             torch.tensor(bar.y, dtype=torch.float64), cmp.per_token_grad[mode][0]
         )
     assert bars[0].marker.color[12] != bars[0].marker.color[0]  # the pivot stands out
+
+
+# ------------------------------------------------------------------ figures with several controls
+
+
+def _grid(dead_knob: bool = False, **kwargs):
+    from opd_lib.interactive_grid import Knob, grid_figure
+
+    frames = [
+        interactive.Frame(f"{b}{s}", [(line([b, s]), 1, 1)], [f"{b}/{s}"])
+        for b in range(2)
+        for s in range(3)
+    ]
+    knobs = [Knob("b", ["x", "y"], kind="buttons", active=1), Knob("s", ["0", "1", "2"], **kwargs)]
+    return grid_figure(
+        knobs,
+        frames,
+        lambda b, s: (0 if dead_knob else b) * 3 + s,
+        interactive.Layout(),
+        static=[(line([9, 9], "static"), 1, 1)],
+    )
+
+
+def grid_with_shared():
+    from opd_lib.interactive_grid import Knob, grid_figure
+
+    frames = [interactive.Frame(f"{k}", [(line([k]), 1, 1)], [f"{k}"]) for k in range(6)]
+    knobs = [Knob("b", ["x", "y"], kind="buttons", active=1), Knob("s", ["0", "1", "2"])]
+    return grid_figure(
+        knobs,
+        frames,
+        lambda b, s: b * 3 + s,
+        interactive.Layout(),
+        static=[(line([9, 9], "static"), 1, 1)],
+        shared=[(line([1, 2], "shared"), 1, 1, [1, 3])],
+    )
+
+
+def test_grid_figure_maps_every_combination_to_its_frame():
+    fig = _grid(play=True)
+    spec = fig.layout.meta["opd_grid"]
+    assert spec["groups"] == {f"{b},{s}": b * 3 + s for b in range(2) for s in range(3)}
+    assert spec["owner"] == [-1, 0, 1, 2, 3, 4, 5]
+    shared = grid_with_shared()
+    assert shared.layout.meta["opd_grid"]["owner"][:2] == [-1, [1, 3]]
+    assert shared.data[1].visible is True  # frame 3 (b=1, s=0) is shown first
+    assert [t.visible for t in fig.data] == [None] + [k == 3 for k in range(6)]  # b=1, s=0
+    assert spec["titles"][4] == ["1/1"] and fig.layout.annotations[0].text == "1/0"
+    assert spec["play"] == {"knob": 1, "ms": 150, "menu": 1}
+    assert [s.method for s in fig.layout.sliders[0].steps] == ["skip"] * 3
+    assert len(fig.layout.updatemenus) == 2  # the buttons, and play
+
+
+def test_figure_html_attaches_the_script_only_to_grid_figures():
+    from opd_lib.interactive import GRID_JS
+
+    marker = "plotly_buttonclicked"
+    assert marker in GRID_JS
+    assert marker in interactive.figure_html(_grid(), "g")
+    assert marker not in interactive.figure_html(interactive.dagger_bounds_figure([0.1]), "d")
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: _grid(kind="buttons", play=True), "only a slider"),
+        (lambda: _grid(active=3), "active must index"),
+        (lambda: _bad_frame_of(), "does not index a frame"),
+    ],
+)
+def test_grid_figure_rejects_bad_input(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def _bad_frame_of():
+    from opd_lib.interactive_grid import Knob, grid_figure
+
+    frames = [interactive.Frame("a", [(line([1]), 1, 1)])]
+    return grid_figure([Knob("k", ["0", "1"])], frames, lambda k: k, interactive.Layout())
+
+
+def test_drift_figure_plays_the_exact_summed_kl():
+    from opd_lib.interactive_grid import drift_figure
+    from opd_lib.sim import drift
+
+    pair = drift.make_markov_pair(vocab_size=4, n_unfamiliar=1, seed=0)
+    fig = drift_figure(pair, T=6, n_rollouts=5)
+    spec = fig.layout.meta["opd_grid"]
+    assert spec["play"] is not None and fig.layout.sliders[0].active == 5
+    last = [t for t, o in zip(fig.data, spec["owner"], strict=True) if o == 5]
+    summed = np.cumsum(drift.expected_position_kl(pair, 6, "student"))
+    student_line = [t for t in last if t.name and "by the student" in t.name][0]
+    np.testing.assert_allclose(student_line.y, summed, atol=1e-4)
+    first = [t for t, o in zip(fig.data, spec["owner"], strict=True) if o == 0]
+    heat = first[0].z  # the teacher's raster at t = 1: one column shown, the rest hidden
+    assert all(list(row[1:]) == [None] * 5 for row in heat)
+
+
+def test_reward_extrapolation_figure_shows_the_climb():
+    from opd_lib.interactive_grid import reward_extrapolation_figure
+    from opd_lib.sim import reward_extrapolation as rx
+
+    fig = reward_extrapolation_figure(lams=(2.0, 3.0))
+    spec = fig.layout.meta["opd_grid"]
+    n_steps = len(fig.layout.sliders[1].steps)
+    # "on", lam = 3, last step
+    g = spec["groups"][f"1,1,{n_steps - 1}"]
+    assert g == 3 * n_steps - 1
+    assert spec["groups"]["0,1,0"] == 0  # "off" ignores the strength
+    student = [t for t, o in zip(fig.data, spec["owner"], strict=True) if o == g][0]
+    landscapes = [t for t, o in zip(fig.data, spec["owner"], strict=True) if isinstance(o, list)]
+    assert len(landscapes) == 3 and g in spec["owner"][fig.data.index(landscapes[2])]
+    ans = rx.answers()
+    np.testing.assert_allclose(student.y, rx.climb(ans, 3.0).policies[-1], atol=1e-5)
+    assert "past the teacher" in spec["titles"][g][1]
+    assert "on the teacher" in spec["titles"][n_steps - 1][1]
+
+
+def test_pipeline_figure_holds_every_run():
+    from opd_lib.interactive_grid import pipeline_figure
+    from opd_lib.sim import pipeline
+
+    fig = pipeline_figure(lams=(0.0, 1.0), betas=(0.0, 1.0), budgets=(5, 10), eval_every=5)
+    spec = fig.layout.meta["opd_grid"]
+    assert len(spec["titles"]) == (4 + 5) * 2  # 4 GKD settings + 5 methods, 2 budgets
+    # method RL (index 4): lambda and beta do not matter
+    assert len({spec["groups"][f"4,{i},{j},1"] for i in range(2) for j in range(2)}) == 1
+    g = spec["groups"]["4,0,0,1"]
+    reward = [t for t, o in zip(fig.data, spec["owner"], strict=True) if o == g][2]
+    run = pipeline.train_pipeline("RL", steps=10, eval_every=5)
+    np.testing.assert_allclose(reward.y, run.reward, atol=1e-4)
+    assert spec["titles"][g][0].startswith("RL, 10 steps")
+
+
+def test_grid_figure_rejects_a_bad_play_interval():
+    from opd_lib.interactive_grid import Knob, grid_figure
+
+    frames = [interactive.Frame(f"{k}", [(line([k]), 1, 1)]) for k in range(2)]
+    knob = Knob("k", ["0", "1"], play=True)
+    with pytest.raises(ValueError, match="play_ms"):
+        grid_figure([knob], frames, lambda k: k, interactive.Layout(), play_ms=0)

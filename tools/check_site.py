@@ -4,11 +4,13 @@ what a reader would see go wrong.
 Per page: JavaScript errors (console errors and uncaught exceptions), requests that tried to leave
 the machine, "Traceback" / "Execution failed" text, images that did not load (natural width 0),
 raw TeX left in the visible text (``$$``, ``\\(``, ``\\[``), math elements MathJax did not typeset,
-interactive figures (``div.opd-interactive``) that are not drawn or do not change when their slider
-is moved. Chapter pages (``notebooks/ch*.html``) must also have a Colab link to a ``.ipynb`` that
-exists in the repository, a download button whose files exist in the build, and previous/next
+interactive figures (``div.opd-interactive``) that are not drawn, that do not change when any of
+their sliders or buttons is moved, or whose play button does not reach its last frame. Chapter
+pages (``notebooks/ch*.html``) must also have a Colab link to a ``.ipynb`` that exists in the
+repository, a download button whose files exist in the build, and previous/next
 links; their screenshots at desktop and phone widths go to ``screenshots``. The site must also
-answer a search.
+answer a search. Layout: no code block may scroll sideways at the page's (desktop) width, and a
+page whose prose promises a figure ("the figure below", "the left panel") must show one.
 
 Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright for Python; test tools cannot
 download browsers here. Pages are opened as ``file://`` URLs, as a reader who double-clicks
@@ -50,7 +52,32 @@ SKIPPED_DIRS = {"_static", "_sources", "_images", "_downloads"}
 DESKTOP, PHONE = (1280, 900), (390, 844)
 BAD_TEXT = ("Traceback", "Execution failed")
 RAW_TEX = ("$$", "\\(", "\\[")
+PLAY_TIMEOUT_MS = 20_000  # how long a play button may take to reach its last frame
 REDIRECT = re.compile(r'http-equiv="refresh"[^>]*url=([^"#?]+)', re.IGNORECASE)
+# Prose that promises the reader a figure: the page must then show at least one.
+PROMISE = re.compile(
+    r"\b(?:figures?|plots?|panels?) (?:below|above)\b|\b(?:left|right|middle) panel\b",
+    re.IGNORECASE,
+)
+
+# Code blocks (not outputs) wider than their box, with their longest line; and the figures a
+# reader can see: loaded images at least 100 px wide and drawn Plotly figures, outside closed
+# dropdowns and hidden cells.
+LAYOUT_JS = """() => {
+  const shown = el => {
+    const r = el.getBoundingClientRect();
+    const seen = el.checkVisibility ? el.checkVisibility({visibilityProperty: true})
+                                    : el.offsetParent !== null;
+    return seen && r.width >= 100 && r.height >= 10;
+  };
+  const wide = Array.from(document.querySelectorAll('div.highlight pre'))
+    .filter(p => !p.closest('.cell_output') && shown(p) && p.scrollWidth > p.clientWidth + 1)
+    .map(p => p.textContent.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), ''));
+  const images = Array.from(document.images).filter(i => i.naturalWidth > 0 && shown(i));
+  const plots = Array.from(document.querySelectorAll('.opd-interactive .js-plotly-plot'))
+    .filter(shown);
+  return {wide: wide.map(l => l.trim().slice(0, 60)), figures: images.length + plots.length};
+}"""
 
 # Text of the page outside code, scripts and typeset math, one string per text node.
 VISIBLE_TEXT_JS = """() => {
@@ -92,10 +119,15 @@ FIGURE_STATE_JS = """(el) => {
   if (!gd || !gd._fullLayout) return null;
   const layer = gd.querySelector('.cartesianlayer');
   const titles = Array.from(gd.querySelectorAll('.annotation-text')).map(t => t.textContent);
-  const sliders = gd._fullLayout.sliders || [];
-  return {svg: (layer ? layer.innerHTML : '') + titles.join('|'),
-          active: sliders.length ? sliders[0].active : null,
-          steps: sliders.length ? sliders[0].steps.length : 0};
+  const sliders = (gd._fullLayout.sliders || []).map(s => ({active: s.active,
+                                                             steps: s.steps.length}));
+  const menus = (gd._fullLayout.updatemenus || []).map(m => ({active: m.active,
+                                                             buttons: m.buttons.length}));
+  const grid = gd.layout.meta && gd.layout.meta.opd_grid;
+  const play = grid && grid.play ? {menu: grid.play.menu,
+                                    slider: grid.knobs[grid.play.knob].index} : null;
+  return {svg: (layer ? layer.innerHTML : '') + titles.join('|'), sliders: sliders,
+          menus: menus, play: play};
 }"""
 
 
@@ -108,6 +140,7 @@ class PageReport:
     figures: int = 0
     math: int = 0
     images: int = 0
+    visible_figures: int = 0
 
 
 def find_chromium() -> str | None:
@@ -156,32 +189,87 @@ def _local_target(page_url: str, href: str) -> Path | None:
     return Path(unquote(full.path))
 
 
+def _click_rail(page, rail, right: bool) -> None:
+    rail.scroll_into_view_if_needed()
+    box = rail.bounding_box()
+    x = box["x"] + (box["width"] - 2 if right else 2)
+    page.mouse.click(x, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(300)
+
+
 def _check_figure(page, element, index: int) -> list[str]:
+    """Every control of the figure changes the plot: each slider moved to its far end, each
+    button of each menu that is not already chosen (then the first choice restored), and a
+    play button runs its slider from the first position to the last."""
     state = element.evaluate(FIGURE_STATE_JS)
     name = element.get_attribute("data-figure") or f"#{index}"
     if state is None:
         return [f"interactive figure {name} was not drawn (is plotly.js served?)"]
-    if state["steps"] < 2:
+    sliders, menus, play = state["sliders"], state["menus"], state["play"]
+    if not any(s["steps"] >= 2 for s in sliders):
         return [f"interactive figure {name} has no slider with two or more steps"]
-    rail = element.query_selector(".slider-rail-rect")
-    if rail is None:
+    rails = element.query_selector_all(".slider-group .slider-rail-rect")
+    if len(rails) != len(sliders):
         return [f"interactive figure {name}: no slider rail on the page"]
-    rail.scroll_into_view_if_needed()
-    box = rail.bounding_box()
-    if box is None or box["width"] <= 0:
-        return [f"interactive figure {name}: the slider is not visible"]
-    # Click at the far end from the current position, as a reader dragging the slider would.
-    right = state["active"] < state["steps"] / 2
-    x = box["x"] + (box["width"] - 2 if right else 2)
-    page.mouse.click(x, box["y"] + box["height"] / 2)
-    page.wait_for_timeout(300)
-    after = element.evaluate(FIGURE_STATE_JS)
     problems = []
-    if after["active"] == state["active"]:
-        problems.append(f"interactive figure {name}: moving the slider did not change its value")
-    if after["svg"] == state["svg"]:
-        problems.append(f"interactive figure {name}: the plot did not change when the slider moved")
+    for i, (rail, slider) in enumerate(zip(rails, sliders, strict=True)):
+        which = "the slider" if len(sliders) == 1 else f"slider {i + 1}"
+        box = rail.bounding_box()
+        if box is None or box["width"] <= 0:
+            problems.append(f"interactive figure {name}: {which} is not visible")
+            continue
+        before = element.evaluate(FIGURE_STATE_JS)
+        # Click at the far end from the current position, as a reader dragging it would.
+        _click_rail(page, rail, slider["active"] < slider["steps"] / 2)
+        after = element.evaluate(FIGURE_STATE_JS)
+        if after["sliders"][i]["active"] == before["sliders"][i]["active"]:
+            problems.append(f"interactive figure {name}: moving {which} did not change its value")
+        if after["svg"] == before["svg"]:
+            problems.append(
+                f"interactive figure {name}: the plot did not change when {which} moved"
+            )
+    groups = element.query_selector_all(".updatemenu-header-group")
+    for m, (group, menu) in enumerate(zip(groups, menus, strict=False)):
+        if play is not None and m == play["menu"]:
+            continue
+        buttons = group.query_selector_all(".updatemenu-button")
+        chosen = menu["active"]
+        for b, button in enumerate(buttons):
+            if b == chosen:
+                continue
+            before = element.evaluate(FIGURE_STATE_JS)["svg"]
+            button.click()
+            page.wait_for_timeout(300)
+            if element.evaluate(FIGURE_STATE_JS)["svg"] == before:
+                label = (button.text_content() or "").strip()
+                problems.append(f"interactive figure {name}: button {label!r} did not change it")
+        if 0 <= chosen < len(buttons) and len(buttons) > 1:
+            buttons[chosen].click()
+            page.wait_for_timeout(300)
+    if play is not None:
+        problems += _check_play(page, element, name, rails[play["slider"]], play, groups)
     return problems
+
+
+def _check_play(page, element, name: str, rail, play: dict, groups) -> list[str]:
+    """Go to the first position, press play, and wait for the last frame."""
+    _click_rail(page, rail, right=False)
+    start = element.evaluate(FIGURE_STATE_JS)
+    slider = start["sliders"][play["slider"]]
+    if slider["active"] != 0:
+        return [f"interactive figure {name}: could not rewind the played slider"]
+    groups[play["menu"]].query_selector(".updatemenu-button").click()
+    for _ in range(PLAY_TIMEOUT_MS // 100):
+        page.wait_for_timeout(100)
+        now = element.evaluate(FIGURE_STATE_JS)
+        if now["sliders"][play["slider"]]["active"] == slider["steps"] - 1:
+            break
+    else:
+        return [f"interactive figure {name}: play did not reach the last frame"]
+    page.wait_for_timeout(300)
+    if element.evaluate(FIGURE_STATE_JS)["svg"] == start["svg"]:
+        return [f"interactive figure {name}: the plot did not change while playing"]
+    return []
 
 
 def check_page(
@@ -224,11 +312,23 @@ def check_page(
     for i, element in enumerate(figures):
         problems += _check_figure(page, element, i)
 
+    problems += _check_layout(page, report, visible)
     if chapter:
         problems += _check_chapter_links(page, url, repo)
     if errors is not None:
         problems += [f"JavaScript error: {e}" for e in errors[start:]]
     return report
+
+
+def _check_layout(page, report: PageReport, visible_text: list[str]) -> list[str]:
+    """Code that scrolls sideways at the page's width, and a promised figure that is missing."""
+    layout = page.evaluate(LAYOUT_JS)
+    report.visible_figures = layout["figures"]
+    problems = [f"code block scrolls sideways: {line!r}" for line in layout["wide"]]
+    promise = next((m[0] for t in visible_text if (m := PROMISE.search(t))), None)
+    if promise and not layout["figures"]:
+        problems.append(f"the text promises a figure ({promise!r}) but none is visible")
+    return problems
 
 
 def _check_chapter_links(page, url: str, repo: Path | None) -> list[str]:
