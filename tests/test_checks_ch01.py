@@ -69,3 +69,41 @@ def test_position_kl_accepts_the_right_answer(capsys):
 def test_position_kl_rejects_wrong_answers(wrong):
     with pytest.raises(GradingError):
         check_position_kl(wrong)
+
+
+# ------------------------------------------------------------------ the drift figure's question
+
+
+def drift_answer():
+    from opd_lib.sim import drift
+
+    own = np.cumsum(drift.expected_position_kl(drift.make_markov_pair(), 20, "student"))
+    taught = np.cumsum(drift.expected_position_kl(drift.make_markov_pair(), 20, "teacher"))
+    t = int(np.argmax(own > 1.0)) + 1
+    return t, float(taught[t - 1])
+
+
+def test_drift_reading_accepts_the_figures_values(capsys):
+    from opd_lib.checks.ch01 import check_drift_reading
+
+    check_drift_reading(drift_answer)
+    assert capsys.readouterr().out == "Correct: drift_reading matches the reference.\n"
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda: (drift_answer()[0] - 1, drift_answer()[1]),  # the last position below 1 nat
+        lambda: (drift_answer()[0] + 1, drift_answer()[1]),
+        lambda: (drift_answer()[0], 1.0),  # the student's own sum, not the teacher's
+        lambda: (drift_answer()[0], drift_answer()[1] + 0.02),
+        lambda: (drift_answer()[0] + 0.5, drift_answer()[1]),  # not a position
+        lambda: drift_answer()[0],  # one value only
+        lambda: ("ten", "a little"),
+    ],
+)
+def test_drift_reading_rejects_wrong_readings(wrong):
+    from opd_lib.checks.ch01 import check_drift_reading
+
+    with pytest.raises(GradingError):
+        check_drift_reading(wrong)

@@ -1,10 +1,17 @@
 """Every Chapter 2 grader must accept the reference answer and reject known-wrong ones."""
 
+import functools
+
 import numpy as np
 import pytest
 
 from opd_lib.checks import GradingError
-from opd_lib.checks.ch02 import check_crossover_length, check_off_policy_bound_by_step
+from opd_lib.checks.ch02 import (
+    check_crossover_length,
+    check_dagger_loop,
+    check_off_policy_bound_by_step,
+)
+from opd_lib.sim import dagger as dg
 
 
 def test_off_policy_bound_accepts_the_right_answers(capsys):
@@ -48,3 +55,63 @@ def test_crossover_accepts_the_right_answer(capsys):
 def test_crossover_rejects_wrong_answers(wrong):
     with pytest.raises(GradingError):
         check_crossover_length(wrong)
+
+
+# --- the DAgger loop -------------------------------------------------------------------------
+
+
+def _dagger(
+    problem,
+    T,
+    n_rollouts,
+    n_iterations,
+    seed,
+    aggregate=True,
+    label="expert",
+    roll="learner",
+    seed_step=1,
+):
+    policy = dg.expert_policy(problem)
+    offsets, labels, learners = [], [], []
+    for i in range(n_iterations):
+        runs = dg.rollout(problem, policy, T, n_rollouts, seed + seed_step * i)
+        if not aggregate:
+            offsets, labels = [], []
+        offsets.append(runs.offsets.ravel())
+        chosen = runs.expert_actions if label == "expert" else runs.actions
+        labels.append(chosen.ravel())
+        learner = dg.fit_tabular(problem, np.concatenate(offsets), np.concatenate(labels))
+        learners.append(learner)
+        if roll == "learner":
+            policy = dg.learner_policy(problem, learner)
+    return learners
+
+
+def test_dagger_loop_accepts_the_right_answer(capsys):
+    check_dagger_loop(_dagger)
+    assert capsys.readouterr().out == "Correct: my_dagger matches the reference.\n"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (functools.partial(_dagger, aggregate=False), "aggregate"),
+        (functools.partial(_dagger, label="learner"), "the actions the rolled-out policy took"),
+        (functools.partial(_dagger, roll="expert"), "rolled out the expert"),
+        (functools.partial(_dagger, seed_step=0), "same seed"),
+        (lambda problem, T, n, k, seed: _dagger(problem, T, n, k, seed + 1), "behaviour cloning"),
+        (lambda problem, T, n, k, seed: _dagger(problem, T, n, k, seed)[-1], "not a list"),
+        (lambda problem, T, n, k, seed: _dagger(problem, T, n, k - 1, seed), "one per iteration"),
+    ],
+)
+def test_dagger_loop_rejects_wrong_answers(wrong, message):
+    with pytest.raises(GradingError, match=message):
+        check_dagger_loop(wrong)
+
+
+def test_dagger_loop_stub_is_not_attempted(capsys):
+    def my_dagger(problem, T, n_rollouts, n_iterations, seed):
+        raise NotImplementedError
+
+    assert check_dagger_loop(my_dagger) is None
+    assert "Not attempted yet" in capsys.readouterr().out

@@ -2,18 +2,19 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from opd_lib.checks import GradingError
-from opd_lib.checks.ch07 import check_keep_top_fraction, check_seed_score
+from opd_lib.checks.ch07 import check_confidence_score, check_keep_top_fraction, check_paced_weights
 from opd_lib.tip import select_tokens
 
 
-def test_seed_score_accepts_the_right_answer(capsys):
-    check_seed_score(lambda h, d, v: (1 - h / math.log(v)) * d)
-    check_seed_score(lambda h, d, v: d - d * h / math.log(v))
-    assert capsys.readouterr().out == 2 * "Correct: seed_score matches the reference.\n"
+def test_confidence_score_accepts_the_right_answer(capsys):
+    check_confidence_score(lambda h, d, v: (1 - h / math.log(v)) * d)
+    check_confidence_score(lambda h, d, v: d - d * h / math.log(v))
+    assert capsys.readouterr().out == 2 * "Correct: confidence_score matches the reference.\n"
 
 
 @pytest.mark.parametrize(
@@ -27,9 +28,9 @@ def test_seed_score_accepts_the_right_answer(capsys):
         lambda h, d, v: "0.8",
     ],
 )
-def test_seed_score_rejects_wrong_answers(wrong):
+def test_confidence_score_rejects_wrong_answers(wrong):
     with pytest.raises(GradingError):
-        check_seed_score(wrong)
+        check_confidence_score(wrong)
 
 
 def _top_k(scores, mask, frac, k_of=lambda f, n: math.ceil(round(f * n, 9)), stable=True):
@@ -86,3 +87,39 @@ def test_keep_top_fraction_rejects_wrong_tie_breaking():
 
     with pytest.raises(GradingError):
         check_keep_top_fraction(last_wins)
+
+
+# --- PACED weights ----------------------------------------------------------------------------
+
+
+def paced_right(rewards, alpha, beta):
+    rate = rewards.mean(axis=1)
+    w = rate**alpha * (1 - rate) ** beta
+    return w / w.sum() if w.sum() > 0 else np.zeros_like(w)
+
+
+def test_paced_weights_accepts_the_right_answer(capsys):
+    check_paced_weights(paced_right)
+    assert capsys.readouterr().out == "Correct: paced_weights matches the reference.\n"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint"),
+    [
+        (lambda r, a, b: paced_right(r, b, a), "swapped"),
+        (lambda r, a, b: r.mean(1) ** a * (1 - r.mean(1)) ** b, "not normalised"),
+        (lambda r, a, b: paced_right(r.T, a, b), "shape|axis 1"),
+        (lambda r, a, b: 2 * paced_right(r, a, b), "factor 2"),
+        (
+            lambda r, a, b: (
+                (r.mean(1) ** a * (1 - r.mean(1)) ** b)
+                / (r.mean(1) ** a * (1 - r.mean(1)) ** b).sum()
+            ),
+            "dividing by 0",
+        ),
+        (lambda r, a, b: paced_right(r, a, b)[:-1], "shape"),
+    ],
+)
+def test_paced_weights_rejects_wrong_answers_and_says_why(wrong, hint):
+    with np.errstate(all="ignore"), pytest.raises(GradingError, match=hint):
+        check_paced_weights(wrong)

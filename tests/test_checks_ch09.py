@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from opd_lib.checks import GradingError
-from opd_lib.checks.ch09 import check_gaussian_moments, check_loop_filter
+from opd_lib.checks.ch09 import check_gaussian_moments, check_loop_filter, check_step_flops
 
 
 def right_moments(x, p):
@@ -63,3 +63,42 @@ def test_loop_filter_accepts_the_right_answer(capsys):
 def test_loop_filter_rejects_wrong_answers(wrong):
     with pytest.raises(GradingError):
         check_loop_filter(wrong)
+
+
+# --- FLOPs of one training step ---------------------------------------------------------------
+
+
+def step_flops_right(method, n_s, n_t, seqs, length):
+    tokens = seqs * length
+    work = {"sft": 2 * n_t, "opd": 2 * n_s + 2 * n_t, "rl": 2 * n_s}[method]
+    return (6 * n_s + work) * tokens
+
+
+def test_step_flops_accepts_the_right_answer(capsys):
+    check_step_flops(step_flops_right)
+    assert capsys.readouterr().out == "Correct: step_flops matches the reference.\n"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint"),
+    [
+        (lambda m, s, t, q, n: step_flops_right(m, s, t, q, n) - 4 * s * q * n, "not 2N"),
+        (
+            lambda m, s, t, q, n: step_flops_right(m, s, t, q, n) - (2 * t * q * n) * (m == "opd"),
+            "teacher over every sampled token",
+        ),
+        (
+            lambda m, s, t, q, n: step_flops_right(m, s, t, q, n) + 6 * (t - s) * q * n,
+            "6 N_student",
+        ),
+        (lambda m, s, t, q, n: step_flops_right(m, s, t, q, n) * q, "factor"),
+        (
+            lambda m, s, t, q, n: step_flops_right(m, s, t, q, n) - (2 * t * q * n) * (m == "sft"),
+            "teacher writing them",
+        ),
+        (lambda m, s, t, q, n: "lots", "not a number"),
+    ],
+)
+def test_step_flops_rejects_wrong_answers_and_says_why(wrong, hint):
+    with pytest.raises(GradingError, match=hint):
+        check_step_flops(wrong)

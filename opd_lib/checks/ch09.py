@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from opd_lib.checks import GradingError, compare_number, passed
+from opd_lib.checks import GradingError, compare_number, grader, passed
+from opd_lib.lab.metrics import flops
 from opd_lib.sim import break_it, fdiv
 
 
@@ -23,6 +24,7 @@ def _moment_cases(seed: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
     return cases
 
 
+@grader
 def check_gaussian_moments(
     fn: Callable[[np.ndarray, np.ndarray], tuple[float, float]], *, seed: int = 0
 ) -> None:
@@ -45,6 +47,7 @@ def check_gaussian_moments(
     passed("fit_gaussian_fkl")
 
 
+@grader
 def check_loop_filter(fn: Callable[[np.ndarray, int], np.ndarray], *, seed: int = 0) -> None:
     """Chapter 9: ``fn(token_ids, max_run)`` must return a bool keep mask ``[B]``: False for rows
     that contain a run of more than ``max_run`` equal consecutive tokens."""
@@ -71,3 +74,81 @@ def check_loop_filter(fn: Callable[[np.ndarray, int], np.ndarray], *, seed: int 
                 f"{int(break_it.longest_run(ids[row : row + 1])[0])})"
             )
     passed("drop_loops")
+
+
+STEP_METHODS = ("sft", "opd", "rl")
+
+
+def _step_flops_reference(method: str, n_student: int, n_teacher: int, tokens: int) -> float:
+    """FLOPs of one training step on ``tokens`` completion tokens, by the lab's 2N / 6N count."""
+    if method == "sft":  # the teacher wrote the traces (once), the student trains on them
+        return flops(n_student, tokens, generated={n_teacher: tokens})
+    if method == "opd":  # the student samples, the teacher scores, the student trains
+        return flops(n_student, tokens, generated={n_student: tokens}, scored={n_teacher: tokens})
+    return flops(n_student, tokens, generated={n_student: tokens})  # rl: sample, train
+
+
+def _step_flops_hint(method, got, n_s, n_t, tokens) -> str:
+    expected = _step_flops_reference(method, n_s, n_t, tokens)
+    guesses = {
+        "the training pass costs 6N per token (forward 2N + backward 4N), not 2N": expected
+        - 4.0 * n_s * tokens,
+        "the training pass is 6N per token, not 8N": expected + 2.0 * n_s * tokens,
+        "the student trains, so training costs 6 N_student, not 6 N_teacher": expected
+        - 6.0 * n_s * tokens
+        + 6.0 * n_t * tokens,
+    }
+    if method == "opd":
+        guesses["on-policy distillation also runs the teacher over every sampled token (2 N_T)"] = (
+            expected - 2.0 * n_t * tokens
+        )
+        guesses["the student samples the rollouts (2 N_S), the teacher only scores them"] = (
+            expected - 2.0 * n_s * tokens + 2.0 * n_t * tokens
+        )
+    if method == "sft":
+        guesses["SFT on teacher traces counts the teacher writing them (2 N_T per token)"] = (
+            expected - 2.0 * n_t * tokens
+        )
+    if method == "rl":
+        guesses["RL with a verifier calls no teacher"] = expected + 2.0 * n_t * tokens
+    for hint, wrong in guesses.items():
+        if np.isclose(got, wrong, rtol=1e-9):
+            return f" ({hint})"
+    if expected and np.isclose(got / expected, round(got / expected)) and got != expected:
+        return f" (off by a factor {got / expected:g}: count tokens = sequences x length once)"
+    return ""
+
+
+@grader
+def check_step_flops(fn: Callable[[str, int, int, int, int], float], *, seed: int = 0) -> None:
+    """Chapter 9: ``fn(method, n_student, n_teacher, sequences, length)`` must return the FLOPs of
+    one training step on ``sequences x length`` completion tokens for ``method`` in
+    ``("sft", "opd", "rl")``, by the count of :func:`opd_lib.lab.metrics.flops`: 6 N_S per trained
+    token, 2 N per token a model generates or scores; SFT counts the teacher writing its traces."""
+    rng = np.random.default_rng(seed)
+    cases = [("opd", 600_000_000, 1_700_000_000, 64, 2000)]
+    cases += [(m, 10**6, 4 * 10**6, 2, 10) for m in STEP_METHODS]
+    for _ in range(12):
+        cases.append(
+            (
+                str(rng.choice(STEP_METHODS)),
+                int(rng.integers(10**5, 10**9)),
+                int(rng.integers(10**5, 10**10)),
+                int(rng.integers(1, 256)),
+                int(rng.integers(1, 4096)),
+            )
+        )
+    for method, n_s, n_t, seqs, length in cases:
+        where = f"({method!r}, n_student={n_s}, n_teacher={n_t}, {seqs} x {length} tokens)"
+        got = fn(method, n_s, n_t, seqs, length)
+        try:
+            value = float(got)
+        except (TypeError, ValueError) as err:
+            raise GradingError(f"step_flops{where} returned {got!r}, not a number") from err
+        expected = _step_flops_reference(method, n_s, n_t, seqs * length)
+        if not np.isclose(value, expected, rtol=1e-9):
+            raise GradingError(
+                f"step_flops{where} returned {value:.4g}, expected {expected:.4g}"
+                f"{_step_flops_hint(method, value, n_s, n_t, seqs * length)}"
+            )
+    passed("step_flops")

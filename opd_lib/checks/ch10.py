@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from opd_lib.checks import GradingError, compare_number, passed
-from opd_lib.lab.cli import cost_to_target
+from opd_lib.checks import GradingError, compare_number, grader, passed
+from opd_lib.lab.analysis import cost_to_target
 
 
 def _random_run(rng: np.random.Generator, n_steps: int) -> list[dict]:
@@ -24,6 +24,7 @@ def _random_run(rng: np.random.Generator, n_steps: int) -> list[dict]:
     return records
 
 
+@grader
 def check_steps_to_target(fn: Callable[[list[dict], float], float], *, seed: int = 0) -> None:
     """Chapter 10: ``fn(records, target)`` must return the step of the first evaluation record
     (``type == "eval"``) whose ``acc`` is at least ``target``, or ``math.inf`` if none is."""
@@ -51,6 +52,7 @@ def check_steps_to_target(fn: Callable[[list[dict], float], float], *, seed: int
     passed("steps_to_target")
 
 
+@grader
 def check_compounding_mistakes(fn: Callable[[float, int], float]) -> None:
     """Chapter 10: ``fn(eps, steps)`` must return the expected number of wrong steps in a trace of
     ``steps`` steps when each step errs with probability ``eps`` and the first error is never
