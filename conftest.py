@@ -1,8 +1,9 @@
 """Let nbval run the MyST-markdown chapters directly: `pytest --nbval-lax notebooks/`.
 
 nbval collects only .ipynb files and reads them with nbformat. Here each notebooks/chNN_*.md is
-collected as a notebook whose cells jupytext parses from the markdown source. The generated Colab
-copies (.ipynb) are not tested: they have solutions removed on purpose.
+collected as a notebook whose cells jupytext parses from the markdown source, solutions included,
+so every grader runs on its solution. The generated Colab copies (.ipynb, solutions replaced by
+stubs) are not collected here: tests/test_colab.py runs them in a Colab-like kernel.
 """
 
 from __future__ import annotations

@@ -4,14 +4,30 @@ The MyST-markdown notebooks are the source of truth. Colab opens only .ipynb, an
 points a page's Colab button at the same-named .ipynb beside its source, so each chapter gets a
 committed copy that
 
-* starts with a cell that, only when running in Colab, clones the repository, installs
-  opd_lib from it and moves into its notebooks/ folder (so ../results paths work);
-* hides exercise solutions (their code cells become a pointer back to the book);
-* turns MyST-only syntax (directives, roles, labels) into plain markdown Colab can render;
-* has no outputs and deterministic cell ids, so regenerating it changes nothing.
+* opens complete: it carries the outputs of the book build (figures, tables, printed values) and
+  the glued numbers written into its prose (``{glue:text}`` roles replaced by their values), so a
+  reader sees the chapter as on the page before running anything (tools/colab_outputs.py);
+* starts with a cell that, only when running in Colab, clones the repository (the URL in
+  _config.yml, or ``$OPD_BOOK_REPO_URL`` for a fork or a local test), installs opd_lib from it
+  unless it is already importable, and moves into its notebooks/ folder (so ../results works);
+* hides the exercises' solution *code* (each solution code cell becomes a stub, the exercise's
+  own stub stays, and the grader then prints "not attempted yet"), while the solution's prose
+  (a derivation) stays, folded in a "Solution" section;
+* turns MyST-only syntax (directives, roles, labels) into plain markdown Colab can render, and
+  folds the code of cells the page hides (``remove-input``/``hide-input``) as Colab "forms";
+* is deterministic: cell ids by position, no execution counts or varying metadata, sorted JSON.
 
-Usage: python tools/make_colab.py           # (re)write every copy
+Where the outputs come from: ``python tools/make_colab.py`` takes them from the book build
+(``_build/jupyter_execute``; run ``make book`` first) and, for a chapter that has no build, keeps
+those of the committed copy. A build older than its source (its code differs) is an error.
+``--check`` never needs a build: it regenerates each copy with the *committed* copy's outputs and
+glued values and compares bytes, so it fails when a copy is stale with respect to the sources
+(prose, code, tags, a glued name without a value, a cell whose code changed); refreshing the
+carried outputs after a library change is ``make book && make colab``.
+
+Usage: python tools/make_colab.py           # (re)write every copy from the build
        python tools/make_colab.py --check   # exit 1 if any copy is stale, missing or orphaned
+       python tools/make_colab.py --out DIR # write the copies into DIR instead (a dry run)
 """
 
 from __future__ import annotations
@@ -25,14 +41,29 @@ import jupytext
 import nbformat
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from colab_outputs import (  # noqa: E402
+    GLUE_ROLE,
+    Outputs,
+    build_outputs,
+    committed_outputs,
+    glue_text,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
+BUILD = ROOT / "_build" / "jupyter_execute" / "notebooks"
 CHAPTER_GLOB = "ch[0-9][0-9]_*"
+REPO_URL_VARIABLE = "OPD_BOOK_REPO_URL"
 
 SOLUTION_STUB = (
-    "# The solution is hidden in this copy: write yours in the exercise cell above,\n"
-    "# or open the solution dropdown on the book's page for this chapter."
+    "# The solution code is hidden in this copy: write yours in the exercise cell above,\n"
+    "# or open the solution on the book's page for this chapter."
 )
+# Colab shows a "form" cell as this title and its output; the code opens with a double click.
+FOLDED_TITLE = "# @title Code hidden on the book's page (double-click to show)"
+GRADER_CALL = re.compile(r"^\s*check_\w+\(", re.MULTILINE)
 
 FENCE_OPEN = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}\s*(?P<arg>.*)$")
 OPTION_LINE = re.compile(r"^:[\w-]+:")
@@ -61,19 +92,29 @@ def colab_setup_cell(url: str) -> nbformat.NotebookNode:
         [
             "# Colab only: fetch the book's repository, install opd_lib (with the lab's",
             "# extras) from it and work in its notebooks/ folder, so that a chapter reads",
-            "# ../results as it does here. Elsewhere this cell does nothing: install the",
-            "# project as its README says.",
+            f"# ../results as it does here. Set {REPO_URL_VARIABLE} to use a fork.",
+            "# Elsewhere this cell does nothing: install the project as its README says.",
+            "import importlib.util",
             "import os",
             "import subprocess",
             "import sys",
             "",
-            'if "google.colab" in sys.modules:',
-            '    repo = "/content/opd-book"',
+            "try:",
+            "    import google.colab  # noqa: F401",
+            "",
+            "    IN_COLAB = True",
+            "except ImportError:",
+            "    IN_COLAB = False",
+            "",
+            "if IN_COLAB:",
+            f'    url = os.environ.get("{REPO_URL_VARIABLE}", "{url}")',
+            '    repo = os.environ.setdefault("OPD_BOOK_DIR", os.path.abspath("opd-book"))',
             "    if not os.path.isdir(repo):",
-            f'        clone = ["git", "clone", "-q", "--depth", "1", "{url}.git", repo]',
-            "        subprocess.check_call(clone)",
-            '    pip = [sys.executable, "-m", "pip", "install", "-q"]',
-            '    subprocess.check_call([*pip, repo + "[lab]"])',
+            '        subprocess.check_call(["git", "clone", "-q", "--depth", "1", url, repo])',
+            '    if importlib.util.find_spec("opd_lib") is None:',
+            '        pip = [sys.executable, "-m", "pip", "install", "-q"]',
+            '        subprocess.check_call([*pip, repo + "[lab]"])',
+            "        importlib.invalidate_caches()",
             '    os.chdir(os.path.join(repo, "notebooks"))',
         ]
     )
@@ -84,7 +125,7 @@ def convert_role(match: re.Match[str]) -> str:
     name, body = match["name"], match["body"]
     if name == "math":
         return f"${body}$"
-    if name.startswith("glue"):  # {glue:text}`name:fmt` -> the variable the cell computed
+    if name.startswith("glue"):  # substituted before this point; a leftover keeps its name
         return f"`{body.split(':')[0]}`"
     text = re.sub(r"\s*<[^>]*>$", "", body)  # {doc}`text <target>` -> text
     return text.lstrip("!~")
@@ -133,34 +174,63 @@ def myst_to_markdown(text: str) -> str:
 
 
 def hide_solutions(cells: list[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
-    """Drop everything between solution-start and solution-end (prose and code alike), leaving a
-    note in its place and a stub for each code cell, so the reader's own code runs the grader."""
+    """Replace each solution's code cells by a stub and fold its prose (a derivation the reader
+    may want) into a "Solution" section; the exercise's own stub then reaches the grader."""
     kept, in_solution = [], False
     for cell in cells:
         if cell.cell_type == "code":
-            kept.append(nbformat.v4.new_code_cell(SOLUTION_STUB) if in_solution else cell)
+            if in_solution:
+                stub = nbformat.v4.new_code_cell(SOLUTION_STUB)
+                stub.metadata["opd_solution"] = True
+                kept.append(stub)
+            else:
+                kept.append(cell)
             continue
-        lines, closing_fence = [], None
+        lines: list[str] = []
+        prose: list[str] = []  # the solution's prose in this cell
+        skip_fence = None  # the fence that closes the {solution-start} or {solution-end} line
         for line in cell.source.split("\n"):
-            if closing_fence is not None:  # the fence that closes {solution-end}
-                closing_fence = None if line.strip() == closing_fence else closing_fence
-            elif "{solution-start}" in line:
-                in_solution = True
-                lines.append("**Solution:** hidden in the Colab copy; see the book's page.")
-            elif in_solution and "{solution-end}" in line:
-                in_solution, closing_fence = False, line.strip().split("{")[0]
-            elif not in_solution:
-                lines.append(line)
+            if skip_fence is not None:
+                skip_fence = None if line.strip() == skip_fence else skip_fence
+            elif "{solution-start}" in line or (in_solution and "{solution-end}" in line):
+                lines += fold_solution(prose)
+                in_solution, prose = "{solution-start}" in line, []
+                skip_fence = line.strip().split("{")[0]
+            else:
+                (prose if in_solution else lines).append(line)
+        lines += fold_solution(prose)
         kept.append(nbformat.v4.new_markdown_cell("\n".join(lines)))
     return kept
 
 
-def colab_notebook(source: Path, url: str) -> nbformat.NotebookNode:
+def fold_solution(prose: list[str]) -> list[str]:
+    """A solution's prose (a derivation, say) as a collapsed "Solution" section."""
+    text = "\n".join(line for line in prose if not re.match(r"^:[\w-]+:", line.strip()))
+    if not text.strip():
+        return []
+    return ["<details><summary>Solution</summary>", "", text.strip("\n"), "", "</details>"]
+
+
+def glue_values(cells: list[nbformat.NotebookNode], outputs: Outputs) -> dict[str, str]:
+    """The glued values the prose refers to (``text/plain``, as MyST-NB stores them)."""
+    names = {
+        m["body"].rpartition(":")[0] if ":" in m["body"] else m["body"]
+        for cell in cells
+        if cell.cell_type == "markdown"
+        for m in GLUE_ROLE.finditer(cell.source)
+    }
+    return {name: outputs.glue[name] for name in sorted(names) if name in outputs.glue}
+
+
+def colab_notebook(source: Path, url: str, outputs: Outputs) -> nbformat.NotebookNode:
     """The Colab copy of one chapter, as a notebook object."""
     cells = [colab_setup_cell(url)]
-    for cell in hide_solutions(jupytext.read(source).cells):
+    chapter = hide_solutions(jupytext.read(source).cells)
+    glue = glue_values(chapter, outputs)
+    for cell in chapter:
         if cell.cell_type == "markdown":
-            text = myst_to_markdown(cell.source)
+            text = GLUE_ROLE.sub(lambda m: glue_text(m["body"], glue), cell.source)
+            text = myst_to_markdown(text)
             if text:
                 cells.append(nbformat.v4.new_markdown_cell(text))
         elif cell.cell_type == "code":
@@ -168,6 +238,13 @@ def colab_notebook(source: Path, url: str) -> nbformat.NotebookNode:
             tags = [t for t in cell.metadata.get("tags", []) if t != "remove-cell"]
             if tags:
                 new.metadata["tags"] = tags
+            carried = outputs.take(cell.source)
+            if {"remove-input", "hide-input"} & set(tags):  # folded in Colab too
+                new.source = f"{FOLDED_TITLE}\n{cell.source}"
+                new.metadata["cellView"] = "form"
+            hidden = "remove-output" in tags or cell.metadata.get("opd_solution")
+            if not hidden and not GRADER_CALL.search(cell.source):  # a grader's "Correct" would
+                new.outputs = carried  # mislead next to an unsolved exercise
             cells.append(new)
     for index, cell in enumerate(cells):
         cell.id = f"cell-{index:03d}"
@@ -176,17 +253,30 @@ def colab_notebook(source: Path, url: str) -> nbformat.NotebookNode:
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
         "colab": {"provenance": []},
+        "opd_book": {"glue": glue},
     }
     return notebook
 
 
-def rendered(source: Path, url: str) -> str:
-    return nbformat.writes(colab_notebook(source, url)) + "\n"
+def rendered(source: Path, url: str, outputs: Outputs) -> str:
+    return nbformat.writes(colab_notebook(source, url, outputs)) + "\n"
+
+
+def build_is_current(source: Path, build_notebook: Path) -> bool:
+    """Whether the build's executed notebook ran the same code as ``source`` has now."""
+
+    def code(cells):
+        return [c.source for c in cells if c.cell_type == "code"]
+
+    executed = nbformat.read(build_notebook, as_version=4)
+    return code(executed.cells) == code(jupytext.read(source).cells)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if any copy is stale")
+    parser.add_argument("--out", type=Path, help="write the copies here instead of notebooks/")
+    parser.add_argument("--build", type=Path, default=BUILD, help="the executed notebooks")
     args = parser.parse_args(argv)
     url = repository_url()
     sources = sorted(NOTEBOOKS.glob(CHAPTER_GLOB + ".md"))
@@ -195,22 +285,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     problems = []
     for source in sources:
-        target, text = source.with_suffix(".ipynb"), rendered(source, url)
+        committed = source.with_suffix(".ipynb")
+        executed = args.build / committed.name
+        if args.check or not executed.is_file():
+            outputs = committed_outputs(committed)
+        elif build_is_current(source, executed):
+            outputs = build_outputs(executed)
+        else:
+            problems.append(f"{executed} is older than {source.name}: run `make book` first")
+            continue
+        text = rendered(source, url, outputs)
+        target = (args.out / committed.name) if args.out else committed
         current = target.read_text() if target.exists() else None
         if current == text:
             continue
         if args.check:
             problems.append(f"{target.relative_to(ROOT)} is {'stale' if current else 'missing'}")
         else:
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-            print(f"wrote {target.relative_to(ROOT)}")
+            print(f"wrote {target} (outputs from the {outputs.origin})")
     expected = {s.with_suffix(".ipynb") for s in sources}
     orphans = [p for p in NOTEBOOKS.glob(CHAPTER_GLOB + ".ipynb") if p not in expected]
     problems += [f"{p.relative_to(ROOT)} has no .md source" for p in orphans]
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        print("run: python tools/make_colab.py", file=sys.stderr)
+        print("run: python tools/make_colab.py (after `make book`)", file=sys.stderr)
         return 1
     if args.check:
         print(f"{len(sources)} Colab notebooks are up to date")
