@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from opd_lib import validate
+
 __all__ = [
     "Batch",
     "completion_logits",
@@ -48,6 +50,10 @@ class Batch:
     mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
+        validate.token_ids(self.prompt_ids, "prompt_ids")
+        validate.token_ids(self.completion_ids, "completion_ids")
+        validate.mask(self.prompt_mask, "prompt_mask", self.prompt_ids.shape, nonempty=False,
+                      what="prompt_ids")  # fmt: skip
         if self.prompt_ids.dim() != 2 or self.completion_ids.dim() != 2:
             raise ValueError(
                 f"prompt_ids and completion_ids must be [batch, length], got "
@@ -149,6 +155,11 @@ def completion_logits(
     Positions after the first EOS get logits too; mask them out with ``completion_mask``. With
     ``hidden=True`` also the last layer's hidden states at the same positions ``[B, C, H]``.
     """
+    validate.module(model, "model")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    validate.token_ids(prompt_ids, "prompt_ids", vocab_size=vocab)
+    validate.token_ids(completion_ids, "completion_ids", vocab_size=vocab)
+    validate.mask(prompt_mask, "prompt_mask", prompt_ids.shape, nonempty=False, what="prompt_ids")
     width = prompt_ids.shape[1]
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attn = torch.cat([prompt_mask.long(), prompt_mask.new_ones(completion_ids.shape).long()], 1)

@@ -105,5 +105,6 @@ def plot_fused_cost(ax_time: Axes, ax_memory: Axes, data: dict) -> None:
     ax_memory.set(ylabel="peak extra memory (MiB)", yscale="log", xticks=x, xticklabels=cells)
     highest = np.nanmax([np.nanmax(data["extra_mib"], initial=1.0), *data["logits_mib"]])
     ax_memory.set_ylim(top=30 * highest)  # room for the legend above the bars
+    ax_memory.tick_params(axis="x", labelsize=8)
     ax_time.legend(fontsize=8)
     ax_memory.legend(fontsize=8, loc="upper left", ncols=2)
