@@ -21,10 +21,13 @@ from opd_lib import validate
 
 __all__ = [
     "Batch",
+    "completion_hidden",
     "completion_logits",
     "encode",
     "entropy",
+    "forward_hidden",
     "forward_logits",
+    "head_params",
     "position_ids",
     "sft",
     "token_logprobs",
@@ -76,7 +79,9 @@ class Batch:
                 f"{tuple(self.completion_ids.shape)}"
             )
         if self.prompt_mask[:, -1].eq(0).any():
-            raise ValueError("prompts must be left padded: the last prompt column has padding")
+            raise ValueError(
+                "prompt_mask: prompts must be left padded (the last prompt column has padding)"
+            )
 
     @classmethod
     def from_texts(cls, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> Batch:
@@ -160,6 +165,10 @@ def completion_logits(
     validate.token_ids(prompt_ids, "prompt_ids", vocab_size=vocab)
     validate.token_ids(completion_ids, "completion_ids", vocab_size=vocab)
     validate.mask(prompt_mask, "prompt_mask", prompt_ids.shape, nonempty=False, what="prompt_ids")
+    if prompt_mask.shape[1] and not prompt_mask[:, -1].bool().all():
+        raise ValueError(
+            "prompt_mask: prompts must be left padded (the last prompt column has padding)"
+        )
     width = prompt_ids.shape[1]
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attn = torch.cat([prompt_mask.long(), prompt_mask.new_ones(completion_ids.shape).long()], 1)
@@ -171,6 +180,63 @@ def completion_logits(
     if hidden:
         return logits, out.hidden_states[-1][:, width - 1 : -1, :]
     return logits
+
+
+def forward_hidden(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Final (normed) hidden states ``[B, L, H]`` of a left-padded batch: :func:`forward_logits`
+    before the head, from the backbone ``model.model`` alone (no ``[B, L, V]`` logits built)."""
+    backbone = getattr(model, "model", None)
+    if not isinstance(backbone, torch.nn.Module):
+        raise validate.ArgumentTypeError(
+            f"model must be a causal LM with its backbone at model.model (e.g. Qwen3ForCausalLM), "
+            f"got {type(model).__name__}"
+        )
+    positions = position_ids(attention_mask)
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+    return out.last_hidden_state
+
+
+def completion_hidden(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden states ``[B, C, H]`` that predict each completion token: exactly
+    :func:`completion_logits` before the head (``logits = hidden @ head.T (+ bias)``, see
+    :func:`head_params`), with the same inputs and position ids, never building the logits."""
+    validate.module(model, "model")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    validate.token_ids(prompt_ids, "prompt_ids", vocab_size=vocab)
+    validate.token_ids(completion_ids, "completion_ids", vocab_size=vocab)
+    validate.mask(prompt_mask, "prompt_mask", prompt_ids.shape, nonempty=False, what="prompt_ids")
+    if prompt_mask.shape[1] and not prompt_mask[:, -1].bool().all():
+        raise ValueError(
+            "prompt_mask: prompts must be left padded (the last prompt column has padding)"
+        )
+    width = prompt_ids.shape[1]
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attn = torch.cat([prompt_mask.long(), prompt_mask.new_ones(completion_ids.shape).long()], 1)
+    return forward_hidden(model, ids, attn)[:, width - 1 : -1, :]
+
+
+def head_params(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LM head's ``(weight [V, H], bias [V] or None)`` (``model.lm_head``), for
+    :func:`opd_lib.fused_divergence.fused_token_divergence`. A LoRA/peft-wrapped head is refused:
+    its bare weight would silently drop the adapter (merge it first)."""
+    head = getattr(model, "lm_head", None)
+    if hasattr(head, "base_layer") or type(head).__module__.startswith("peft"):
+        raise validate.ArgumentTypeError(
+            f"model.lm_head is a LoRA/peft-wrapped {type(head).__name__}; merge the adapter "
+            "(merge_and_unload) before using its weight"
+        )
+    if not isinstance(head, torch.nn.Linear):
+        raise validate.ArgumentTypeError(
+            f"model.lm_head must be a torch.nn.Linear, got {type(head).__name__}"
+        )
+    return head.weight, head.bias
 
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

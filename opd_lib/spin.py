@@ -55,6 +55,7 @@ def spin_loss(
         validate.float_tensor(t, name, ndim=1, dims="[B] (one log-prob per sequence)")
     validate.same_shape(**inputs)
     for name, t in inputs.items():
+        validate.log_probs(t, name)  # sequence log-probs are <= 0
         validate.no_nan(t, name, inf="both")
     beta = validate.positive(beta, "beta")
     validate.choice(kind, "kind", ("sigmoid", "hinge"))

@@ -202,6 +202,7 @@ BAD = [
         "ref_logp_rejected",
     ),
     (lambda: spin.spin_loss(LP[0], LP[0].long(), LP[0], LP[0]), "logp_rejected"),
+    (lambda: spin.spin_loss(LP[0], LP[0], LP[0].abs() + 1, LP[0]), "ref_logp_chosen"),
     (lambda: spin.spin_loss(LP[0], LP[0], LP[0], LP[0], beta=math.inf), "beta"),
     (lambda: spin.spin_loss(LP[0], LP[0], LP[0], LP[0], kind="ipo"), "kind"),
 ]

@@ -33,8 +33,8 @@ def test_sigmoid_loss_is_dpo_minus_log_sigmoid_of_margin():
 
 
 def test_hinge_hand_example():
-    z = torch.zeros(2)
-    loss = spin_loss(torch.tensor([5.0, 20.0]), z, z, z, beta=0.1, kind="hinge")
+    z = torch.full((2,), -30.0)  # only differences of log-probs enter: margins 0.5 and 2.0
+    loss = spin_loss(torch.tensor([-25.0, -10.0]), z, z, z, beta=0.1, kind="hinge")
     assert loss.item() == pytest.approx((0.5 + 0.0) / 2)
 
 
