@@ -26,10 +26,12 @@ from opd_lib.lab.tasks import RunningSum
 __all__ = [
     "METHODS",
     "STAGES",
+    "FUSED_AUTO_VOCAB",
     "Config",
     "check_resumable",
     "choices",
     "flag_fields",
+    "fused_on",
     "method_knobs",
     "refuse_foreign_checkpoint",
     "stage_fields",
@@ -37,6 +39,10 @@ __all__ = [
 
 METHODS = ("sft", "kd", "gkd", "opd", "rl", "opsd")
 STAGES = ("shared", "teacher-clean", "teacher", "student")
+# "auto" fuses from this vocabulary size: a float32 [tokens, V] logits array then costs >= 128 KiB
+# per token (Qwen3's 151,936: 594 KiB), while the tiny char models (~80 symbols) keep the plain
+# path, so their committed results stay bit-identical
+FUSED_AUTO_VOCAB = 32_768
 
 
 def _f(default: Any, stage: str, **meta: Any) -> Any:
@@ -135,6 +141,11 @@ class Config:
     )
     clip_value: float = _f(0.05, "run", methods=("opsd",))
     opsd_kind: str = _f("fkl", "run", choices=("fkl", "rkl", "jsd", "tv"), methods=("opsd",))
+    # how kd/gkd/opd/opsd divergences (and evaluation's KL to the teacher) are computed: "on"
+    # fuses each with the LM heads (opd_lib.fused_divergence; no [B, C, V] logits), "off" builds
+    # the logits, "auto" fuses from FUSED_AUTO_VOCAB symbols on; the same numbers to ~1e-6
+    fused_divergence: str = _f("auto", "run", choices=("auto", "on", "off"), resumable=True,
+                               flag=True)  # fmt: skip
     # bookkeeping
     eval_every: int = _f(10, "run", positive=True, resumable=True)
     checkpoint_every: int = _f(10, "run", positive=True, resumable=True)
@@ -234,6 +245,14 @@ def flag_fields() -> dict[str, type]:
             value = getattr(default, f.name)
             out[f.name] = str if value is None else types[type(value)]
     return out
+
+
+def fused_on(setting: str, vocab_size: int) -> bool:
+    """Whether ``fused_divergence=setting`` fuses at ``vocab_size`` ("auto": from
+    :data:`FUSED_AUTO_VOCAB` symbols on)."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"fused_divergence must be 'auto', 'on' or 'off', got {setting!r}")
+    return setting == "on" or (setting == "auto" and vocab_size >= FUSED_AUTO_VOCAB)
 
 
 def choices(name: str) -> tuple[str, ...]:

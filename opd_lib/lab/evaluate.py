@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from opd_lib.divergences import token_divergence
 from opd_lib.lab.data import AUX_EVALS, EvalSuite, encode
+from opd_lib.lab.losses import completion_side, divergence, entropy_sum
 from opd_lib.lab.tasks import render_prompt
-from opd_lib.lm import completion_logits, entropy
+from opd_lib.lm import Batch
 from opd_lib.sampling import completion_mask, sample_completions
 
 __all__ = ["evaluate", "generate"]
@@ -38,6 +38,7 @@ def evaluate(
     temperature: float,
     teacher=None,
     prefix: str = "",
+    fused: bool = False,
 ) -> dict[str, Any]:
     """Scores of ``model`` (left in eval mode) on ``suite``, keys prefixed with ``prefix``.
 
@@ -47,7 +48,8 @@ def evaluate(
     prompt (``acc_hinted``), and their mean over the main sets (``acc``). With ``teacher``: also
     ``model``'s reverse and forward KL to it and its entropy, per token of ``model``'s own
     evaluation completions of the main sets (``rkl_to_teacher``, ``fkl_to_teacher``,
-    ``eval_entropy``; never prefixed)."""
+    ``eval_entropy``; never prefixed), with ``fused``: from hidden states and heads
+    (:mod:`opd_lib.fused_divergence`; the entropy by chunks of tokens), never ``[B, C, V]``."""
     model.eval()
     device = next(model.parameters()).device
     out: dict[str, Any] = {}
@@ -83,11 +85,11 @@ def evaluate(
         tot = {"rkl": 0.0, "fkl": 0.0, "entropy": 0.0, "n": 0}
         for b, ids in main:
             mask = completion_mask(ids, tokenizer.eos_token_id)
-            s = completion_logits(model, b.prompt_ids, b.prompt_mask, ids)
-            t = completion_logits(teacher, b.prompt_ids, b.prompt_mask, ids)
+            seqs = Batch(b.prompt_ids, b.prompt_mask, ids, mask)
+            s, t = completion_side(model, seqs, fused), completion_side(teacher, seqs, fused)
             for kind in ("rkl", "fkl"):
-                tot[kind] += token_divergence(s, t, kind, mask=mask, reduction="sum").item()
-            tot["entropy"] += entropy(s)[mask].sum().item()
+                tot[kind] += divergence(s, t, kind, 0.5, mask, reduction="sum").item()
+            tot["entropy"] += entropy_sum(s, mask)
             tot["n"] += int(mask.sum())
         out["rkl_to_teacher"] = tot["rkl"] / tot["n"]
         out["fkl_to_teacher"] = tot["fkl"] / tot["n"]

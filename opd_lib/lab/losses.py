@@ -5,25 +5,110 @@ Every function takes the student's completion logits ``[B, C, V]`` (with gradien
 without gradient; computed only when called) and the Config, and returns the per-token loss
 ``[B, C]`` plus statistics (sums over counted tokens). The trainer sums the loss over
 ``rollout.mask`` and divides by the whole batch's token count.
+
+Where :func:`fusable` (kd, gkd, exact opd, opsd unclipped or clipped per token) and the Config's
+``fused_divergence`` is on, both sides are :class:`Hidden` instead of logits and the divergence
+is :func:`opd_lib.fused_divergence.fused_token_divergence` (no ``[B, C, V]`` logits). OPSD's
+point-wise clip caps each vocabulary term, so it needs the full logits and is never fused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from opd_lib.divergences import token_divergence
+from opd_lib.fused_divergence import fused_token_divergence
 from opd_lib.lab.config import Config
 from opd_lib.lab.data import Rollout
-from opd_lib.lm import token_logprobs
-from opd_lib.opsd import clip_per_token, clip_pointwise
+from opd_lib.lm import (
+    Batch,
+    completion_hidden,
+    completion_logits,
+    entropy,
+    forward_hidden,
+    forward_logits,
+    head_params,
+    token_logprobs,
+)
+from opd_lib.opsd import clip_per_token, clip_pointwise, gather_positions
 from opd_lib.pg import per_token_reverse_kl_reward
 
-__all__ = ["LOSSES", "LossFn", "loss_for"]
+__all__ = [
+    "LOSSES",
+    "Hidden",
+    "LossFn",
+    "completion_side",
+    "divergence",
+    "entropy_sum",
+    "fusable",
+    "hinted_side",
+    "loss_for",
+]
 
 Stats = dict[str, float]
 LossFn = Callable[[torch.Tensor, Rollout, Callable[[], torch.Tensor], Config], tuple]
+
+
+class Hidden(NamedTuple):
+    """One side of a fused divergence: final hidden states ``[B, C, H]`` and the LM head
+    (``logits = states @ weight.T + bias``)."""
+
+    states: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def completion_side(model, roll: Rollout | Batch, fused: bool):
+    """``model``'s completion logits ``[B, C, V]`` on the sequences of ``roll`` or, ``fused``,
+    its :class:`Hidden` there (:func:`opd_lib.lm.completion_hidden`; no logits built)."""
+    seqs = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids)
+    if fused:
+        return Hidden(completion_hidden(model, *seqs), *head_params(model))
+    return completion_logits(model, *seqs)
+
+
+def hinted_side(model, roll: Rollout, fused: bool):
+    """OPSD's teacher side: ``model`` on the hinted inputs, at the completion's positions
+    (``roll.teacher_pos``): logits ``[B, C, V]`` or, ``fused``, hidden states gathered alike."""
+    forward = forward_hidden if fused else forward_logits
+    out = gather_positions(forward(model, roll.teacher_ids, roll.teacher_attn), roll.teacher_pos)
+    return Hidden(out, *head_params(model)) if fused else out
+
+
+def divergence(student, teacher, kind: str, beta: float, mask, reduction: str = "none"):
+    """``token_divergence`` of two logits tensors, or ``fused_token_divergence`` of two
+    :class:`Hidden` (the same value to rounding)."""
+    if isinstance(student, Hidden):
+        return fused_token_divergence(
+            student.states, student.weight, teacher.states, teacher.weight, kind=kind, beta=beta,
+            mask=mask, reduction=reduction, student_bias=student.bias, teacher_bias=teacher.bias,
+        )  # fmt: skip
+    return token_divergence(student, teacher, kind, beta, mask=mask, reduction=reduction)
+
+
+@torch.no_grad()
+def entropy_sum(student, mask: torch.Tensor, chunk: int = 64) -> float:
+    """Sum over ``mask`` of the entropy of ``softmax(logits)``; for :class:`Hidden`, the logits
+    of ``chunk`` selected tokens at a time (never ``[B, C, V]``)."""
+    if not isinstance(student, Hidden):
+        return entropy(student)[mask].sum().item()
+    rows, total = student.states[mask], 0.0
+    for start in range(0, rows.shape[0], chunk):
+        logits = rows[start : start + chunk] @ student.weight.t()
+        if student.bias is not None:
+            logits = logits + student.bias
+        total += entropy(logits).sum().item()
+    return total
+
+
+def fusable(c: Config) -> bool:
+    """Whether ``c.method``'s loss is a full-vocabulary divergence that can take :class:`Hidden`."""
+    if c.method == "opd":
+        return c.opd_estimator == "full"
+    return c.method in ("kd", "gkd") or (c.method == "opsd" and c.clip != "pointwise")
 
 
 def _divergence_sum(per_token: torch.Tensor, mask: torch.Tensor) -> Stats:
@@ -39,21 +124,21 @@ def per_token_sft(logits, roll: Rollout, teacher, c: Config) -> tuple[torch.Tens
 def per_token_kd(logits, roll: Rollout, teacher, c: Config) -> tuple[torch.Tensor, Stats]:
     """Token-level KD (Chapter 3): forward ``KL(p_T || p_S)`` at every position of fixed
     sequences."""
-    per_token = token_divergence(logits, teacher(), "fkl", 0.0, mask=roll.mask)
+    per_token = divergence(logits, teacher(), "fkl", 0.0, roll.mask)
     return per_token, _divergence_sum(per_token, roll.mask)
 
 
 def per_token_gkd(logits, roll: Rollout, teacher, c: Config) -> tuple[torch.Tensor, Stats]:
     """GKD (Chapter 4): generalized JSD with ``beta`` on the sequences the rollout chose (the
     student's samples with probability ``lam``)."""
-    per_token = token_divergence(logits, teacher(), "jsd", c.beta, mask=roll.mask)
+    per_token = divergence(logits, teacher(), "jsd", c.beta, roll.mask)
     return per_token, _divergence_sum(per_token, roll.mask)
 
 
 def per_token_opd(logits, roll: Rollout, teacher, c: Config) -> tuple[torch.Tensor, Stats]:
     """On-policy distillation (Chapter 5), exact: reverse ``KL(p_S || p_T)`` over the whole
     vocabulary at every position of the student's own samples."""
-    per_token = token_divergence(logits, teacher(), "rkl", 0.0, mask=roll.mask)
+    per_token = divergence(logits, teacher(), "rkl", 0.0, roll.mask)
     return per_token, _divergence_sum(per_token, roll.mask)
 
 
@@ -78,7 +163,7 @@ def per_token_opsd(logits, roll: Rollout, teacher, c: Config) -> tuple[torch.Ten
     point-wise (each vocabulary term capped) at ``clip_value``."""
     if c.clip == "pointwise":
         return clip_pointwise(logits, teacher(), roll.mask, c.opsd_kind, c.clip_value, c.beta), {}
-    per_token = token_divergence(logits, teacher(), c.opsd_kind, c.beta, mask=roll.mask)
+    per_token = divergence(logits, teacher(), c.opsd_kind, c.beta, roll.mask)
     stats = _divergence_sum(per_token, roll.mask)
     if c.clip == "token":
         per_token = clip_per_token(per_token, c.clip_value)

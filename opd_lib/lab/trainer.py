@@ -26,16 +26,15 @@ from tqdm.auto import tqdm
 from opd_lib._threads import torch_threads
 from opd_lib.gkd import choose_source, lambda_schedule
 from opd_lib.lab.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from opd_lib.lab.config import Config, check_resumable, refuse_foreign_checkpoint
+from opd_lib.lab.config import Config, check_resumable, fused_on, refuse_foreign_checkpoint
 from opd_lib.lab.data import Rollout, auto_max_new_tokens, encode, eval_suite, make_task
 from opd_lib.lab.evaluate import evaluate, generate
-from opd_lib.lab.losses import loss_for
+from opd_lib.lab.losses import completion_side, entropy_sum, fusable, hinted_side, loss_for
 from opd_lib.lab.metrics import JsonlLogger, flops, n_params
 from opd_lib.lab.pair import prepare_pair, teacher_from_run
 from opd_lib.lab.preflight import preflight
 from opd_lib.lab.tasks import Example, render_prompt
-from opd_lib.lm import completion_logits, entropy, forward_logits
-from opd_lib.opsd import gather_positions, hinted_teacher_inputs
+from opd_lib.opsd import hinted_teacher_inputs
 from opd_lib.rl import group_advantages
 from opd_lib.sampling import completion_mask
 
@@ -79,6 +78,7 @@ class Trainer:
         self.suite = eval_suite(c, self.task)  # fixed evaluation sets (every seed and method)
         self.max_new_tokens = auto_max_new_tokens(c, self.tok)
         self.loss_fn = loss_for(c)
+        self.fused = fused_on(c.fused_divergence, self.student.config.vocab_size)
         params = [p for p in self.student.parameters() if p.requires_grad]
         if c.optimizer == "adamw":
             self.opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
@@ -223,24 +223,24 @@ class Trainer:
 
     def loss_sum(self, r: Rollout) -> tuple[torch.Tensor, dict[str, float]]:
         """Sum over the micro-batch's counted tokens of the method's per-token loss (the caller
-        divides by the whole batch's token count), and statistics (sums, not means)."""
-        logits = completion_logits(self.student, r.prompt_ids, r.prompt_mask, r.completion_ids)
+        divides by the whole batch's token count), and statistics (sums, not means). Fused: the
+        student and teacher are ``losses.Hidden`` (hidden states + head), never ``[B, C, V]``."""
+        fused = self.fused and fusable(self.config)  # a kd/gkd/opd/opsd divergence, fused on
+        student = completion_side(self.student, r, fused)
         n_scored = int(r.prompt_mask.sum() + r.mask.sum())
-        stats = {"entropy_sum": entropy(logits.detach())[r.mask].sum().item()}
-        stats["teacher_flops"] = 0.0
+        stats = {"entropy_sum": entropy_sum(student, r.mask), "teacher_flops": 0.0}
 
         @torch.no_grad()
-        def teacher() -> torch.Tensor:  # computed (and its FLOPs counted) only if the loss asks
+        def teacher():  # computed (and its FLOPs counted) only if the loss asks
             if self.config.method == "opsd":  # the student itself (or its copy), shown a hint
                 model = self.student if self.self_teacher is None else self.self_teacher
                 n = {self.n_student: int(r.teacher_attn.sum())}
                 stats["teacher_flops"] = flops(0, 0, scored=n)
-                logits = forward_logits(model, r.teacher_ids, r.teacher_attn)
-                return gather_positions(logits, r.teacher_pos)
+                return hinted_side(model, r, fused)
             stats["teacher_flops"] = flops(0, 0, scored={self.n_teacher: n_scored})
-            return completion_logits(self.teacher, r.prompt_ids, r.prompt_mask, r.completion_ids)
+            return completion_side(self.teacher, r, fused)
 
-        per_token, method_stats = self.loss_fn(logits, r, teacher, self.config)
+        per_token, method_stats = self.loss_fn(student, r, teacher, self.config)
         stats.update(method_stats)
         total = torch.where(r.mask, per_token, torch.zeros_like(per_token)).sum()
         stats["train_flops"] = flops(self.n_student, n_scored)
@@ -255,7 +255,7 @@ class Trainer:
         out = evaluate(
             model, self.suite, self.tok, max_new_tokens=self.max_new_tokens,
             temperature=self.config.eval_temperature,
-            teacher=None if prefix else self.teacher, prefix=prefix,
+            teacher=None if prefix else self.teacher, prefix=prefix, fused=self.fused,
         )  # fmt: skip
         self.student.train()
         return out
