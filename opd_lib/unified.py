@@ -9,7 +9,7 @@ The meta-algorithm (Chapter 8) has three dials::
 ``alpha`` is the probability that a sequence is the student's own sample (otherwise the dataset's
 completion), ``lam`` blends a per-token teacher signal with a sequence-level reward, and ``pi_T``
 (with its context ``c_T``) is the teacher. :func:`meta_loss` implements this once; every method is
-an entry of :data:`PRESETS` run through the same code by :func:`preset_loss`. The advantage
+an entry of :data:`METHOD_DIALS` run through the same code by :func:`preset_loss`. The advantage
 (:func:`advantages`) and the teacher and reward helpers are in :mod:`opd_lib.meta_advantage`
 (re-exported here).
 
@@ -44,7 +44,7 @@ from opd_lib.meta_advantage import (
 from opd_lib.sampling import completion_mask, sample_completions, special_token_ids
 
 __all__ = [
-    "PRESETS",
+    "METHOD_DIALS",
     "MetaLossResult",
     "Preset",
     "TeacherFn",
@@ -231,7 +231,7 @@ class Preset:
     note: str
 
 
-PRESETS: dict[str, Preset] = {
+METHOD_DIALS: dict[str, Preset] = {
     "sft": Preset(
         "SFT", 0.0, 0.0, "none", "one", 0.0, "data sequences, advantage 1: cross-entropy"
     ),
@@ -276,7 +276,7 @@ PRESETS: dict[str, Preset] = {
 
 def preset_table() -> list[dict[str, object]]:
     """One row per preset (key, name, alpha, lam, teacher, reward, baseline, note)."""
-    return [{"key": k, **p.__dict__} for k, p in PRESETS.items()]
+    return [{"key": k, **p.__dict__} for k, p in METHOD_DIALS.items()]
 
 
 def preset_loss(
@@ -288,16 +288,18 @@ def preset_loss(
     verifier: RewardFn | None = None,
     **kwargs,
 ) -> MetaLossResult:
-    """:func:`meta_loss` at the dials of ``PRESETS[name]``.
+    """:func:`meta_loss` at the dials of ``METHOD_DIALS[name]``.
 
     SFT gets ``reward_fn = constant_reward(1.0)``; RL and rejection sampling need ``verifier``;
     OPD and OPSD need ``teacher`` (for OPSD build it with :func:`hinted_teacher`). Other keyword
     arguments (``samples``, ``generator``, ``max_new_tokens``, ...) go to :func:`meta_loss`.
     """
-    if not isinstance(name, str) or name not in PRESETS:
-        raise ValueError(f"unknown preset name {name!r}; name must be one of {sorted(PRESETS)}")
+    if not isinstance(name, str) or name not in METHOD_DIALS:
+        raise ValueError(
+            f"unknown preset name {name!r}; name must be one of {sorted(METHOD_DIALS)}"
+        )
     validate.module(student, "student")
-    p = PRESETS[name]
+    p = METHOD_DIALS[name]
     if p.reward == "verifier" and verifier is None:
         raise ValueError(f"preset {name!r} needs a verifier (reward function)")
     if p.lam > 0 and teacher is None:

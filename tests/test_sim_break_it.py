@@ -48,8 +48,8 @@ def test_a_copying_teacher_stops_penalising_a_loop():
 
 def test_sampling_is_deterministic_and_in_range():
     lm = bi.make_copy_pair().student
-    a = bi.sample_rollouts(lm, 5, 12, seed=3)
-    np.testing.assert_array_equal(a, bi.sample_rollouts(lm, 5, 12, seed=3))
+    a = bi.copy_lm_rollouts(lm, 5, 12, seed=3)
+    np.testing.assert_array_equal(a, bi.copy_lm_rollouts(lm, 5, 12, seed=3))
     assert a.shape == (5, 12) and a.min() >= 0 and a.max() < bi.V
 
 
@@ -60,7 +60,7 @@ def test_longest_run():
 
 def test_loop_report_repetition_filter_catches_loops_perplexity_does_not():
     pair = bi.make_copy_pair(student_self_logit=0.0)
-    rollouts = bi.sample_rollouts(pair.student, 64, 40, seed=0)
+    rollouts = bi.copy_lm_rollouts(pair.student, 64, 40, seed=0)
     rep = bi.loop_report(pair, rollouts)
     assert rep.is_loop.any() and (~rep.is_loop).any()
     assert not rep.keep_repetition[rep.is_loop].any()

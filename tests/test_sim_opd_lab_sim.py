@@ -13,7 +13,7 @@ def test_lab_shows_the_dagger_gap():
     # on-policy mistakes grow about linearly; off-policy ones faster
     assert on[-1] / on[0] == pytest.approx(12, rel=0.25)
     assert off[-1] / off[0] > 15
-    assert set(res.eps) == set(opd_lab_sim.METHODS)
+    assert set(res.eps) == set(opd_lab_sim.TOY_METHODS)
 
 
 def test_spin_is_deterministic_and_learns():

@@ -83,7 +83,7 @@ def test_variance_reductions_order(pair):
     assert var["single_step", "none"] < var["reward_to_go", "none"]
 
 
-@pytest.mark.parametrize("estimator", reinforce.ESTIMATORS)
+@pytest.mark.parametrize("estimator", reinforce.GRADIENT_ESTIMATORS)
 @pytest.mark.parametrize("baseline", ["none", "value"])
 def test_pg_surrogate_gives_the_same_batch_gradient(pair, estimator, baseline):
     student, teacher = pair

@@ -11,7 +11,7 @@ from opd_lib.sim import stability
 
 @pytest.fixture(scope="module")
 def pair():
-    return stability.build_pair(seed=0, teacher_steps=3, student_steps=1, n_train=200)
+    return stability.reversal_pair(seed=0, teacher_steps=3, student_steps=1, n_train=200)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_reversal_task_answers_are_reversed_and_deterministic():
     assert (prompts, answers) == stability.reversal_task(50, seed=1, min_len=2, max_len=4)
     for p, a in zip(prompts, answers, strict=True):
         assert p.endswith("=") and a == p[:-1][::-1] and 2 <= len(a) <= 4
-        assert set(a) <= set(stability.LETTERS)
+        assert set(a) <= set(stability.REVERSAL_LETTERS)
 
 
 @pytest.mark.parametrize(
@@ -57,8 +57,8 @@ def test_entropy_of_uniform_and_one_hot():
     assert stability.entropy(torch.tensor([[0.0, -1e4, -1e4]])).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_build_pair_is_deterministic_and_freezes_the_teacher(pair):
-    again = stability.build_pair(seed=0, teacher_steps=3, student_steps=1, n_train=200)
+def test_reversal_pair_is_deterministic_and_freezes_the_teacher(pair):
+    again = stability.reversal_pair(seed=0, teacher_steps=3, student_steps=1, n_train=200)
     for a, b in zip(pair.student.parameters(), again.student.parameters(), strict=True):
         assert torch.equal(a, b)
     assert not any(p.requires_grad for p in pair.teacher.parameters())
@@ -87,10 +87,10 @@ def test_select_by_rule(stats):
         stability.select_by_rule("random", *args, stats.vocab_size, 0.5)
 
 
-def test_token_logprobs_match_a_manual_computation(pair):
+def test_completion_logprobs_match_a_manual_computation(pair):
     tok = pair.tokenizer
     batch = GKDBatch.from_texts(tok, ["ab=", "cde="], ["ba", "edc"])
-    logp, mask = stability.token_logprobs(
+    logp, mask = stability.completion_logprobs(
         pair.student, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, tok.eos_token_id
     )
     assert mask.sum(1).tolist() == [3, 4]  # answer + EOS
@@ -104,8 +104,10 @@ def test_token_logprobs_match_a_manual_computation(pair):
     assert torch.allclose(logp[1, :4], manual[:4], atol=1e-5)
 
 
-def test_sample_rollouts_shapes(pair):
-    ids, attn, comp = stability.sample_rollouts(pair.student, pair.tokenizer, ["ab=", "c="], 1.0, 5)
+def test_reversal_rollouts_shapes(pair):
+    ids, attn, comp = stability.reversal_rollouts(
+        pair.student, pair.tokenizer, ["ab=", "c="], 1.0, 5
+    )
     assert comp.shape == (2, 5) and ids.shape == attn.shape
 
 

@@ -137,8 +137,8 @@ def test_alpha_mixes_sequences(setup):
 
 def test_presets_table_and_bad_input(setup):
     tok, student, _, batch = setup
-    assert set(unified.PRESETS) == {"sft", "rl", "opd", "opsd", "rft"}
-    p = unified.PRESETS
+    assert set(unified.METHOD_DIALS) == {"sft", "rl", "opd", "opsd", "rft"}
+    p = unified.METHOD_DIALS
     assert (p["sft"].alpha, p["rl"].lam, p["opd"].lam, p["opsd"].alpha) == (0.0, 0.0, 1.0, 1.0)
     assert len(unified.preset_table()) == 5
     with pytest.raises(ValueError):

@@ -5,7 +5,7 @@
    models show (Xu et al. 2022, "Learning to Break the Loop", arXiv:2206.02369: the more often a
    phrase has already been repeated, the likelier the model is to repeat it again).
    :func:`score_rollout` gives the per-token quantities an on-policy distiller would use on one
-   rollout; :func:`sample_rollouts` draws a batch; :func:`loop_report` scores a batch and runs the
+   rollout; :func:`copy_lm_rollouts` draws a batch; :func:`loop_report` scores a batch and runs the
    real filters of :mod:`opd_lib.prefix` on it.
 2. **SPIN saturating.** :func:`spin_break` runs SPIN rounds on exact expectations
    (:func:`spin_phase`, :func:`expected_spin_loss`) until the policy matches its data, with the
@@ -52,6 +52,7 @@ __all__ = [
     "V",
     "WORDS",
     "averaging_answers",
+    "copy_lm_rollouts",
     "expected_spin_loss",
     "expected_spin_margin",
     "gaussian_moments",
@@ -59,7 +60,6 @@ __all__ = [
     "loop_report",
     "make_copy_pair",
     "next_token_probs",
-    "sample_rollouts",
     "score_rollout",
     "spin_break",
     "spin_phase",
@@ -192,7 +192,7 @@ def score_rollout(pair: CopyPair, tokens: Sequence[int]) -> RolloutScores:
     return RolloutScores(t_logp, s_logp, t_logp - s_logp, rkl, repeat)
 
 
-def sample_rollouts(lm: CopyLM, n: int, length: int, seed: int = 0) -> np.ndarray:
+def copy_lm_rollouts(lm: CopyLM, n: int, length: int, seed: int = 0) -> np.ndarray:
     """``n`` rollouts of ``length`` tokens sampled from ``lm`` at temperature 1: ``[n, length]``."""
     if n < 1 or length < 1:
         raise ValueError(f"need n >= 1 and length >= 1, got {n}, {length}")

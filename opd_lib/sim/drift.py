@@ -208,7 +208,7 @@ def sample_tokens(
 # Sampled-token estimators of reverse KL (k1, k2, k3)
 # --------------------------------------------------------------------------------------------
 
-ESTIMATORS = ("k1", "k2", "k3")
+KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
 def _probs_pair(p_teacher: np.ndarray, p_student: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

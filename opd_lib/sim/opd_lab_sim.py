@@ -29,7 +29,7 @@ from opd_lib.sim import gkd_toy
 from opd_lib.spin import spin_loss
 
 __all__ = [
-    "METHODS",
+    "TOY_METHODS",
     "LabResult",
     "mistakes_vs_length",
     "run_lab",
@@ -38,7 +38,7 @@ __all__ = [
     "training_error_rate",
 ]
 
-METHODS: dict[str, tuple[float, float] | None] = {
+TOY_METHODS: dict[str, tuple[float, float] | None] = {
     "off-policy KD": (0.0, 0.0),
     "GKD lam=0.5": (0.5, 0.5),
     "GKD lam=1": (1.0, 0.5),
@@ -116,10 +116,10 @@ def train_spin_toy(
 
 
 def train_method(name: str, length: int = 16, steps: int = 150, seed: int = 0) -> gkd_toy.ToyRun:
-    """Train the toy student with one of :data:`METHODS` (shared defaults otherwise)."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
-    setting = METHODS[name]
+    """Train the toy student with one of :data:`TOY_METHODS` (shared defaults otherwise)."""
+    if name not in TOY_METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {list(TOY_METHODS)}")
+    setting = TOY_METHODS[name]
     if setting is None:
         return train_spin_toy(steps=steps, length=length, seed=seed)
     lam, beta = setting
@@ -165,7 +165,7 @@ class LabResult:
 def run_lab(
     train_length: int = 16,
     lengths: Sequence[int] = tuple(range(1, 61)),
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] = tuple(TOY_METHODS),
     steps: int = 150,
     seed: int = 0,
 ) -> LabResult:

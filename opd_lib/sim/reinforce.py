@@ -35,7 +35,7 @@ from opd_lib.sim.tabular import (
     TokenGradient,
     _check_table,
     _enumeration,
-    _token_logprobs,
+    _tabular_logprobs,
     all_sequences,
     categorical_exact_gradient,
     categorical_reinforce_estimate,
@@ -45,16 +45,16 @@ from opd_lib.sim.tabular import (
     prefix_rows,
     random_table,
     sample_indices,
+    tabular_logprobs,
     token_gradient,
-    token_logprobs,
 )
 
 __all__ = [
     "BASELINES",
     "Baseline",
     "DTYPE",
-    "ESTIMATORS",
     "Estimator",
+    "GRADIENT_ESTIMATORS",
     "MonteCarloCurve",
     "SequenceTable",
     "TokenGradient",
@@ -76,15 +76,15 @@ __all__ = [
     "random_table",
     "sample_indices",
     "sequence_table",
+    "tabular_logprobs",
     "token_gradient",
-    "token_logprobs",
     "train_curves",
     "verifier_bonus_optimum",
 ]
 
 Estimator = Literal["sequence", "reward_to_go", "single_step", "length_normalized", "per_token"]
 Baseline = Literal["none", "mean", "value"]
-ESTIMATORS: tuple[str, ...] = (
+GRADIENT_ESTIMATORS: tuple[str, ...] = (
     "sequence",
     "reward_to_go",
     "single_step",
@@ -117,8 +117,8 @@ def sequence_table(student: torch.Tensor, teacher: torch.Tensor, length: int) ->
     _check_table(teacher, vocab, length, "teacher")
     seqs, rows = _enumeration(vocab, length)
     with torch.no_grad():
-        ls = _token_logprobs(student, seqs, rows)
-        lt = _token_logprobs(teacher, seqs, rows)
+        ls = _tabular_logprobs(student, seqs, rows)
+        lt = _tabular_logprobs(teacher, seqs, rows)
         rewards = pg.per_token_reverse_kl_reward(lt, ls)
         kl_rows = token_divergence(student, teacher, "rkl")  # [n_prefixes]
     return SequenceTable(seqs, rows, ls.sum(-1).exp(), rewards, kl_rows[rows])
@@ -180,8 +180,8 @@ def per_sequence_gradients(
     large batch would give; ``value`` = E[W_t | y_<t], a perfect critic. Both leave the estimator's
     mean unchanged because E[grad log p(y_t | y_<t) | y_<t] = 0.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    if estimator not in GRADIENT_ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {GRADIENT_ESTIMATORS}")
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
     tab = sequence_table(student, teacher, length)
@@ -279,8 +279,8 @@ def batch_gradient_via_pg(
     _check_table(student, vocab, length, "student")
     _check_table(teacher, vocab, length, "teacher")
     theta = student.detach().clone().requires_grad_(True)
-    logp = token_logprobs(theta, sequences)
-    logp_t = token_logprobs(teacher.detach(), sequences)
+    logp = tabular_logprobs(theta, sequences)
+    logp_t = tabular_logprobs(teacher.detach(), sequences)
     rewards = pg.per_token_reverse_kl_reward(logp_t, logp)
     mask = torch.ones_like(rewards, dtype=torch.bool)
     # The weights and baselines come from the enumeration, looked up for the sampled sequences.
@@ -313,7 +313,7 @@ def _weights_from_rewards(
         return pg.discounted_returns(rewards, mask, gamma=1.0, length_normalize=True)
     if estimator == "per_token":
         return pg.discounted_returns(rewards, mask, gamma=0.0)
-    raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    raise ValueError(f"unknown estimator {estimator!r}; expected one of {GRADIENT_ESTIMATORS}")
 
 
 @single_thread()
@@ -333,9 +333,9 @@ def train_curves(
     shape ``[steps + 1]``."""
     if steps < 1 or batch < 1 or lr <= 0:
         raise ValueError(f"need steps, batch >= 1 and lr > 0; got {steps}, {batch}, {lr}")
-    if estimator != "exact" and estimator not in ESTIMATORS:
+    if estimator != "exact" and estimator not in GRADIENT_ESTIMATORS:
         raise ValueError(
-            f"unknown estimator {estimator!r}; expected 'exact' or one of {ESTIMATORS}"
+            f"unknown estimator {estimator!r}; expected 'exact' or one of {GRADIENT_ESTIMATORS}"
         )
     rng = np.random.default_rng(seed)
     theta = student.detach().clone()

@@ -1,10 +1,10 @@
 """Chapter 7's task and pair: reversing a short string of letters, learnt by a tiny Qwen3 pair.
 
 A prompt is a short string of letters followed by ``=`` (``"cab="``); the answer is the string
-reversed (``"bac"``) and then EOS (:func:`reversal_task`). :func:`build_pair` builds a Qwen3
+reversed (``"bac"``) and then EOS (:func:`reversal_task`). :func:`reversal_pair` builds a Qwen3
 teacher (2 layers x 64) and a smaller student (1 layer x 32) over a character vocabulary
 (:func:`opd_lib.tokenizers.char_tokenizer`) and fine-tunes both briefly (:func:`sft`), the
-teacher for longer. :func:`sample_rollouts` and :func:`token_logprobs` draw and score the
+teacher for longer. :func:`reversal_rollouts` and :func:`completion_logprobs` draw and score the
 student's completions. Everything runs on a CPU in seconds and is deterministic in its ``seed``.
 """
 
@@ -23,14 +23,14 @@ from opd_lib.models import ModelPair, tiny_qwen3_pair
 from opd_lib.sampling import completion_mask, sample_completions
 from opd_lib.tokenizers import char_tokenizer
 
-LETTERS = "abcdef"
+REVERSAL_LETTERS = "abcdef"
 """The letters prompts are made of."""
-ALPHABET = LETTERS + "=\nsytmurin"
+REVERSAL_ALPHABET = REVERSAL_LETTERS + "=\nsytmurin"
 """The tokenizer's characters: the task's letters, ``=`` and what the ChatML template needs."""
 
 
 def reversal_task(
-    n: int, seed: int, min_len: int = 3, max_len: int = 5, letters: str = LETTERS
+    n: int, seed: int, min_len: int = 3, max_len: int = 5, letters: str = REVERSAL_LETTERS
 ) -> tuple[list[str], list[str]]:
     """``n`` random prompts ``"<letters>="`` and their answers (the letters reversed).
 
@@ -93,7 +93,7 @@ def sft(
     return losses
 
 
-def build_pair(
+def reversal_pair(
     seed: int = 0,
     teacher_steps: int = 100,
     student_steps: int = 30,
@@ -107,7 +107,7 @@ def build_pair(
     hidden, ``student_steps`` steps (fewer, so it is only partly competent). Deterministic in
     ``seed``.
     """
-    tokenizer = char_tokenizer(ALPHABET)
+    tokenizer = char_tokenizer(REVERSAL_ALPHABET)
     pair = tiny_qwen3_pair(
         tokenizer,
         teacher=dict(layers=2, hidden=64, heads=4),
@@ -124,7 +124,7 @@ def build_pair(
     return pair
 
 
-def token_logprobs(
+def completion_logprobs(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
@@ -143,7 +143,7 @@ def token_logprobs(
     return torch.where(mask, logp, torch.zeros(())), mask
 
 
-def sample_rollouts(
+def reversal_rollouts(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],

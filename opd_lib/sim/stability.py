@@ -40,36 +40,36 @@ from opd_lib.lm import completion_logits
 from opd_lib.models import ModelPair
 from opd_lib.sampling import completion_mask, sample_completions
 from opd_lib.sim.reversal import (
-    ALPHABET,
-    LETTERS,
-    build_pair,
+    REVERSAL_ALPHABET,
+    REVERSAL_LETTERS,
+    completion_logprobs,
     encode_prompts,
+    reversal_pair,
+    reversal_rollouts,
     reversal_task,
-    sample_rollouts,
     sft,
-    token_logprobs,
 )
 from opd_lib.tip import select_tokens, teacher_confidence_importance, token_importance
 
 __all__ = [
-    "ALPHABET",
-    "LETTERS",
+    "REVERSAL_ALPHABET",
+    "REVERSAL_LETTERS",
     "RULES",
-    "OPDRun",
-    "TokenStats",
-    "build_pair",
     "compare_rules",
+    "completion_logprobs",
     "encode_prompts",
     "entropy",
     "heldout_reverse_kl",
     "jaccard",
     "opd_run",
+    "OPDRun",
+    "reversal_pair",
+    "reversal_rollouts",
     "reversal_task",
     "rollout_token_stats",
     "select_by_rule",
-    "token_logprobs",
-    "sample_rollouts",
     "sft",
+    "TokenStats",
 ]
 
 RULES = ("all", "tip", "confidence")

@@ -101,12 +101,12 @@ def prefix_rows(sequences: torch.Tensor, vocab: int) -> torch.Tensor:
     return rows
 
 
-def token_logprobs(table: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+def tabular_logprobs(table: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
     """``log p(y_t | y_<t)`` of each token of each sequence, ``[N, L]`` (differentiable)."""
-    return _token_logprobs(table, sequences, prefix_rows(sequences, table.shape[1]))
+    return _tabular_logprobs(table, sequences, prefix_rows(sequences, table.shape[1]))
 
 
-def _token_logprobs(
+def _tabular_logprobs(
     table: torch.Tensor, sequences: torch.Tensor, rows: torch.Tensor
 ) -> torch.Tensor:
     return F.log_softmax(table, dim=-1)[rows, sequences]
@@ -119,8 +119,8 @@ def exact_reverse_kl(student: torch.Tensor, teacher: torch.Tensor, length: int) 
     _check_table(student, vocab, length, "student")
     _check_table(teacher, vocab, length, "teacher")
     seqs, rows = _enumeration(vocab, length)
-    ls = _token_logprobs(student, seqs, rows).sum(-1)
-    lt = _token_logprobs(teacher.detach(), seqs, rows).sum(-1)
+    ls = _tabular_logprobs(student, seqs, rows).sum(-1)
+    lt = _tabular_logprobs(teacher.detach(), seqs, rows).sum(-1)
     return (ls.exp() * (ls - lt)).sum()
 
 
