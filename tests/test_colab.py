@@ -401,3 +401,17 @@ def test_no_chapter_changes_torch_threads_for_the_whole_kernel(chapter):
         if "set_num_threads" in line and not line.lstrip().startswith("#")
     ]
     assert offending == [], f"use `with single_thread():` instead of {offending}"
+
+
+def test_recompressing_a_committed_image_keeps_its_bytes():
+    """--check re-cleans the committed copies' outputs: that must give the same bytes (palette
+    PNGs quantized again came out different, and every freshly written copy read as stale)."""
+    images = [
+        output.data["image/png"]
+        for cell in nbformat.read(make_colab.NOTEBOOKS / "ch00_why_practice.ipynb", 4).cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert images, "the committed Chapter 0 copy carries no figure"
+    for image in images:
+        assert colab_outputs.compress_png(image) == image

@@ -117,6 +117,8 @@ def compress_png(b64: str) -> str:
 
     raw = base64.b64decode(b64)
     image = Image.open(io.BytesIO(raw))
+    if image.mode == "P":  # already a palette PNG (a committed copy's): keep it, byte for byte
+        return base64.b64encode(raw).decode("ascii") + "\n"
     white = Image.new("RGBA", image.size, (255, 255, 255, 255))
     flat = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
     palette = flat.quantize(colors=256, dither=Image.Dither.NONE)
