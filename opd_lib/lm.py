@@ -145,6 +145,25 @@ def forward_logits(
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
 
 
+def _joined(
+    model, prompt_ids, prompt_mask, completion_ids
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``prompt + completion`` ids and attention mask, and the prompt width, after checking the
+    inputs by name (the prompts must be left padded)."""
+    validate.module(model, "model")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    validate.token_ids(prompt_ids, "prompt_ids", vocab_size=vocab)
+    validate.token_ids(completion_ids, "completion_ids", vocab_size=vocab)
+    validate.mask(prompt_mask, "prompt_mask", prompt_ids.shape, nonempty=False, what="prompt_ids")
+    if prompt_mask.shape[1] and not prompt_mask[:, -1].bool().all():
+        raise ValueError(
+            "prompt_mask: prompts must be left padded (the last prompt column has padding)"
+        )
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attn = torch.cat([prompt_mask.long(), prompt_mask.new_ones(completion_ids.shape).long()], 1)
+    return ids, attn, prompt_ids.shape[1]
+
+
 def completion_logits(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
@@ -160,18 +179,7 @@ def completion_logits(
     Positions after the first EOS get logits too; mask them out with ``completion_mask``. With
     ``hidden=True`` also the last layer's hidden states at the same positions ``[B, C, H]``.
     """
-    validate.module(model, "model")
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    validate.token_ids(prompt_ids, "prompt_ids", vocab_size=vocab)
-    validate.token_ids(completion_ids, "completion_ids", vocab_size=vocab)
-    validate.mask(prompt_mask, "prompt_mask", prompt_ids.shape, nonempty=False, what="prompt_ids")
-    if prompt_mask.shape[1] and not prompt_mask[:, -1].bool().all():
-        raise ValueError(
-            "prompt_mask: prompts must be left padded (the last prompt column has padding)"
-        )
-    width = prompt_ids.shape[1]
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attn = torch.cat([prompt_mask.long(), prompt_mask.new_ones(completion_ids.shape).long()], 1)
+    ids, attn, width = _joined(model, prompt_ids, prompt_mask, completion_ids)
     out = model(
         input_ids=ids, attention_mask=attn, position_ids=position_ids(attn),
         output_hidden_states=hidden,
@@ -207,18 +215,7 @@ def completion_hidden(
     """Final hidden states ``[B, C, H]`` that predict each completion token: exactly
     :func:`completion_logits` before the head (``logits = hidden @ head.T (+ bias)``, see
     :func:`head_params`), with the same inputs and position ids, never building the logits."""
-    validate.module(model, "model")
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    validate.token_ids(prompt_ids, "prompt_ids", vocab_size=vocab)
-    validate.token_ids(completion_ids, "completion_ids", vocab_size=vocab)
-    validate.mask(prompt_mask, "prompt_mask", prompt_ids.shape, nonempty=False, what="prompt_ids")
-    if prompt_mask.shape[1] and not prompt_mask[:, -1].bool().all():
-        raise ValueError(
-            "prompt_mask: prompts must be left padded (the last prompt column has padding)"
-        )
-    width = prompt_ids.shape[1]
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attn = torch.cat([prompt_mask.long(), prompt_mask.new_ones(completion_ids.shape).long()], 1)
+    ids, attn, width = _joined(model, prompt_ids, prompt_mask, completion_ids)
     return forward_hidden(model, ids, attn)[:, width - 1 : -1, :]
 
 
