@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from opd_lib.lab.memory import GIB, QWEN3_0_6B, QWEN3_1_7B, ModelShape, estimate_memory
+from opd_lib.lab.memory import GIB, QWEN3_0_6B, QWEN3_1_7B, ModelShape, estimate_measured_step
 
 V = 151_936
 _SMALL_S = ModelShape(V, 256, 2, 4, 2, 64, 768)
@@ -144,14 +144,7 @@ def measure(name: str) -> dict:
 
 def _with_estimate(r: dict) -> dict:
     """Record ``r`` with today's estimate of its shape and the relative error."""
-    est = estimate_memory(
-        ModelShape(**r["student"]), ModelShape(**r["teacher"]), precision="fp32",
-        teacher_dtype="float32", micro_batch=r["micro_batch"], accumulation=False,
-        sample_rows=0, eval_rows=0, prompt_len=r["prompt_len"],
-        completion_len=r["completion_len"], attention="eager",
-        gradient_checkpointing=r["gradient_checkpointing"],
-        fused_divergence=r["fused_divergence"],
-    )  # fmt: skip
+    est = estimate_measured_step(r)
     measured = r["measured_gib"]
     return r | {
         "estimated_gib": est.total / GIB,

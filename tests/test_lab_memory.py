@@ -17,6 +17,7 @@ from opd_lib.lab.memory import (
     QWEN3_1_7B,
     ModelShape,
     estimate_for_settings,
+    estimate_measured_step,
     estimate_memory,
     refuse_if_too_big,
 )
@@ -127,14 +128,7 @@ def test_estimates_agree_with_the_committed_cpu_measurements():
     shapes = json.loads(RESULTS.read_text())["shapes"]
     assert any(r["student"] == QWEN3_0_6B.__dict__ for r in shapes)  # the full 0.6B student
     for r in shapes:
-        e = estimate_memory(
-            ModelShape(**r["student"]), ModelShape(**r["teacher"]), precision="fp32",
-            teacher_dtype="float32", micro_batch=r["micro_batch"], accumulation=False,
-            sample_rows=0, eval_rows=0, prompt_len=r["prompt_len"],
-            completion_len=r["completion_len"], attention="eager",
-            gradient_checkpointing=r["gradient_checkpointing"],
-            fused_divergence=r["fused_divergence"],
-        )  # fmt: skip
+        e = estimate_measured_step(r)
         assert abs(e.total / GIB - r["measured_gib"]) <= 0.15 * r["measured_gib"], r["shape"]
 
 

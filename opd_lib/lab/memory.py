@@ -50,6 +50,7 @@ __all__ = [
     "ModelShape",
     "estimate_memory",
     "estimate_for_settings",
+    "estimate_measured_step",
     "refuse_if_too_big",
 ]
 
@@ -343,3 +344,17 @@ def refuse_if_too_big(
         f"estimated peak {gib['total']} GiB exceeds the budget of {budget_gib:g} GiB (largest "
         f"component: {biggest}, {gib[biggest]} GiB; peak in the {estimate.phase} phase){hint}"
     )
+
+
+def estimate_measured_step(record: dict) -> MemoryEstimate:
+    """The estimate for one shape that ``benchmarks/memory_estimate.py`` measured on CPU: a single
+    fp32 training step, no sampling or evaluation, eager attention (``record`` as in
+    ``results/memory/cpu.json``)."""
+    return estimate_memory(
+        ModelShape(**record["student"]), ModelShape(**record["teacher"]), precision="fp32",
+        teacher_dtype="float32", micro_batch=record["micro_batch"], accumulation=False,
+        sample_rows=0, eval_rows=0, prompt_len=record["prompt_len"],
+        completion_len=record["completion_len"], attention="eager",
+        gradient_checkpointing=record["gradient_checkpointing"],
+        fused_divergence=record["fused_divergence"],
+    )  # fmt: skip
