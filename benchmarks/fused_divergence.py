@@ -65,7 +65,16 @@ def _estimate_mb(method: str, n: int, h: int, v: int, chunk: int) -> float:
         return 12 * min(n, 4096) * 32768 * 4 / 2**20  # two tiles + torch-fallback temporaries
     if method == "liger":
         return 12 * chunk * row + v * h * 4 / 2**20  # autograd per chunk + the head gradient
-    return 8 * chunk * row + 3 * n * h * 4 / 2**20
+    return (2 * chunk + 64) * row + 4 * n * h * 4 / 2**20  # two [chunk, V] + [16, V] blocks
+
+
+def _chunk(args: argparse.Namespace, n: int) -> int:
+    """``--chunk-size``, or ours' default (``auto_chunk_size`` of the selected tokens)."""
+    from opd_lib.fused_divergence import auto_chunk_size
+
+    rows = max(1, n // ROW)
+    selected = rows * (n // rows - round(args.padding * (n // rows)))
+    return args.chunk_size or auto_chunk_size(selected)
 
 
 def _loss_fn(method: str, kind: str, chunk: int):
@@ -126,7 +135,7 @@ def _worker(args: argparse.Namespace) -> None:
     if args.liger_path:
         sys.path.insert(0, args.liger_path)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    loss_fn = _loss_fn(args.method, args.kind, args.chunk_size)
+    loss_fn = _loss_fn(args.method, args.kind, _chunk(args, args.tokens[0]))
     gen = torch.Generator().manual_seed(0)
     n, h, v = args.tokens[0], args.hidden[0], args.vocab
     rows = max(1, n // ROW)
@@ -157,7 +166,9 @@ def _worker(args: argparse.Namespace) -> None:
 
 def _measure(args: argparse.Namespace, method: str, kind: str, n: int, h: int) -> dict:
     record = {"method": method, "kind": kind, "tokens": n, "hidden": h}
-    estimate = _estimate_mb(method, n, h, args.vocab, args.chunk_size)
+    chunk = _chunk(args, n)
+    record["chunk_size"] = chunk
+    estimate = _estimate_mb(method, n, h, args.vocab, chunk)
     inputs_mb = 2 * args.vocab * h * 4 / 2**20 + 2 * n * h * 4 / 2**20
     record["estimate_mb"] = round(estimate)
     if method == "liger" and not _liger_imports(args):
@@ -169,7 +180,7 @@ def _measure(args: argparse.Namespace, method: str, kind: str, n: int, h: int) -
         return record | {"status": "not run (time budget)"}
     command = [sys.executable, __file__, "--worker", "--method", method, "--kind", kind]
     command += ["--tokens", str(n), "--hidden", str(h), "--vocab", str(args.vocab)]
-    command += ["--chunk-size", str(args.chunk_size), "--threads", str(args.threads)]
+    command += ["--chunk-size", str(chunk), "--threads", str(args.threads)]
     command += ["--padding", str(args.padding), "--liger-path", args.liger_path or ""]
     try:
         done = subprocess.run(
@@ -230,7 +241,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=151936)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="ours and Liger (default: ours' auto size)"
+    )
     parser.add_argument("--padding", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every run")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="per measurement")

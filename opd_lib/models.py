@@ -120,22 +120,24 @@ def load_qwen3_pair(
     dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
+    teacher_dtype: torch.dtype | None = None,
 ) -> ModelPair:
     """Load a real teacher/student pair from the Hugging Face hub (or its local cache).
 
-    Each model comes with its own tokenizer (``tokenizer`` is the student's), both set to pad on
+    ``dtype`` is the student's, ``teacher_dtype`` the teacher's (default: ``dtype``). Each model
+    comes with its own tokenizer (``tokenizer`` is the student's), both set to pad on
     the left for batched generation. Run :func:`opd_lib.lab.preflight.preflight` on the result
     before distilling.
     """
     hub: dict[str, Any] = {"cache_dir": cache_dir}
 
-    def load(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    def load(name: str, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         tokenizer = AutoTokenizer.from_pretrained(name, padding_side="left", **hub)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **hub)
         return model.to(device), tokenizer
 
-    teacher_model, teacher_tokenizer = load(teacher)
-    student_model, student_tokenizer = load(student)
+    teacher_model, teacher_tokenizer = load(teacher, teacher_dtype or dtype)
+    student_model, student_tokenizer = load(student, dtype)
     return ModelPair(
         teacher=teacher_model,
         student=student_model,

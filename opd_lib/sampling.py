@@ -10,6 +10,8 @@ Shapes: ``B`` batch, ``P`` prompt length (left padded), ``N`` new tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from opd_lib.lm import position_ids
@@ -43,6 +45,7 @@ def sample_completions(
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
+    corrupt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sample ``max_new_tokens`` tokens after each (left-padded) prompt; returns ``[B, N]`` ids.
 
@@ -58,6 +61,13 @@ def sample_completions(
         prompt_ids, attention_mask: ``[B, P]``; padding on the left, mask 1 on real tokens.
         generator: the source of randomness (on the model's device); ``None`` uses the global RNG.
         eos_token_id: defaults to ``model.config.eos_token_id``.
+        corrupt: ``corrupt(previous, drawn) -> written``, the environment's change to the tokens
+            ``[B]`` just drawn given each row's previous token (execution noise, e.g.
+            :func:`opd_lib.lab.noise.digit_noise`); the written token is what the model reads
+            next. ``None``: the drawn tokens are written.
+
+    The prompt's forward pass keeps only the last position's logits (``logits_to_keep=1``): at
+    a 151,936-token vocabulary the whole prompt's would cost 0.6 MB per prompt token.
     """
     if prompt_ids.dim() != 2 or attention_mask.shape != prompt_ids.shape:
         raise ValueError(
@@ -76,7 +86,11 @@ def sample_completions(
     batch = prompt_ids.shape[0]
     mask = attention_mask.long()
     positions = position_ids(mask)
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(
+        input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+        logits_to_keep=1,
+    )  # fmt: skip
+    previous = prompt_ids[:, -1]
     past = out.past_key_values
     logits = out.logits[:, -1, :]
     last_position = positions[:, -1]
@@ -90,6 +104,9 @@ def sample_completions(
         else:
             probs = torch.softmax(logits.float() / temperature, dim=-1)
             next_token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        if corrupt is not None:
+            next_token = corrupt(previous, next_token)
+            previous = next_token
         next_token = torch.where(finished, torch.full_like(next_token, pad), next_token)
         tokens[:, step] = next_token
         finished |= next_token == eos_token_id

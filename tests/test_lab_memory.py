@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from opd_lib.lab.hub_presets import HUB_PRESETS, NEW_FIELDS
 from opd_lib.lab.memory import (
     GIB,
     QWEN3_0_6B,
@@ -21,6 +20,7 @@ from opd_lib.lab.memory import (
     estimate_memory,
     refuse_if_too_big,
 )
+from opd_lib.lab.presets import HUB_PRESETS, preset
 from opd_lib.lab.tokenizers import char_tokenizer
 from opd_lib.models import tiny_qwen3
 
@@ -119,7 +119,8 @@ def test_bad_inputs_are_named():
         QWEN3_0_6B.lora_params(8, ("qkv",))
     with pytest.raises(ValueError, match="hidden"):
         ModelShape(100, 0, 1, 1, 1, 1, 1)
-    assert set(NEW_FIELDS) <= set(HUB_PRESETS["a100"])
+    for name in HUB_PRESETS:  # every hub preset is a valid Config
+        preset(name, method="opd")
 
 
 def test_estimates_agree_with_the_committed_cpu_measurements():

@@ -12,8 +12,8 @@ import torch
 
 from opd_lib.lab import Config
 from opd_lib.lab.data import Rollout
-from opd_lib.lab.hub_presets import HUB_PRESETS
 from opd_lib.lab.losses import loss_for
+from opd_lib.lab.presets import HUB_PRESETS
 from opd_lib.lab.tasks import ALPHABET, RunningSum, render_prompt
 from opd_lib.lab.trl_bridge import trl_distillation_args
 from opd_lib.lm import completion_logits

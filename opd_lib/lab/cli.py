@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from opd_lib.lab.config import METHODS, Config, flag_fields
-from opd_lib.lab.presets import PRESETS, preset
+from opd_lib.lab.presets import ALIASES, PRESETS, preset
 
 __all__ = ["build_parser", "main", "parse_overrides"]
 
@@ -42,7 +42,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
                 raise ValueError(f"{key} expects true/false, got {raw!r}")
             out[key] = raw.lower() in ("true", "1", "yes")
         elif isinstance(current, tuple):
-            out[key] = tuple(int(x) for x in raw.split(",") if x)
+            kind = type(current[0]) if current else int  # eval_lengths: ints; lora_modules: str
+            try:
+                out[key] = tuple(kind(x.strip()) for x in raw.split(",") if x.strip())
+            except ValueError:
+                msg = f"{key} expects comma-separated {kind.__name__}s, got {raw!r}"
+                raise ValueError(msg) from None
         elif isinstance(current, int):
             out[key] = int(raw)
         elif isinstance(current, float):
@@ -120,7 +125,7 @@ def cmd_report(args) -> int:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS) + sorted(ALIASES))
     p.add_argument("--out", required=True, help="run directory (metrics.jsonl, ckpt.pt)")
     for name, typ in flag_fields().items():
         flag = "--" + name.replace("_", "-")

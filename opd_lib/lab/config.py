@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opd_lib.lab.checkpoint import load_checkpoint
+from opd_lib.lab.memory import FUSED_AUTO_VOCAB, LINEARS, PRECISIONS, fused_on
 from opd_lib.lab.tasks import RunningSum
 
 __all__ = [
+    "DTYPES",
     "METHODS",
     "STAGES",
     "FUSED_AUTO_VOCAB",
@@ -38,11 +39,8 @@ __all__ = [
 ]
 
 METHODS = ("sft", "kd", "gkd", "opd", "rl", "opsd")
+DTYPES = ("float32", "bfloat16", "float16")
 STAGES = ("shared", "teacher-clean", "teacher", "student")
-# "auto" fuses from this vocabulary size: a float32 [tokens, V] logits array then costs >= 128 KiB
-# per token (Qwen3's 151,936: 594 KiB), while the tiny char models (~80 symbols) keep the plain
-# path, so their committed results stay bit-identical
-FUSED_AUTO_VOCAB = 32_768
 
 
 def _f(default: Any, stage: str, **meta: Any) -> Any:
@@ -84,8 +82,19 @@ class Config:
     model_seed: int = _f(0, "shared")  # RNG seed of the initial weights and pair data
     teacher_name: str = _f("Qwen/Qwen3-1.7B", "run")
     student_name: str = _f("Qwen/Qwen3-0.6B", "run")
-    dtype: str = _f("float32", "run")
+    dtype: str = _f("float32", "run", choices=DTYPES)  # the student's load dtype
+    teacher_dtype: str = _f("float32", "run", choices=DTYPES)  # the frozen teacher's dtype
     device: str = _f("cpu", "run", resumable=True, flag=True)
+    # "fp32"; "bf16-amp" / "fp16-amp": float32 master weights and optimizer state, the forward and
+    # backward under autocast (fp16 with a gradient scaler); "bf16": pure half precision, refused
+    # at a learning rate whose updates round away (opd_lib.lab.precision)
+    precision: str = _f("fp32", "run", choices=PRECISIONS)
+    # LoRA on the student (peft): 0 is a full fine-tune; else adapters of this rank on lora_modules
+    lora_rank: int = _f(0, "run")
+    lora_alpha: int = _f(32, "run")
+    lora_dropout: float = _f(0.0, "run", unit=True)
+    lora_modules: tuple[str, ...] = _f(LINEARS, "run")
+    gradient_checkpointing: bool = _f(False, "run")  # recompute each layer in the backward pass
     # preparing the tiny pair (cached): teacher from scratch, student warmed up
     teacher_steps: int = _f(150, "teacher-clean")  # SFT on clean traces
     # then SFT with perturbed-prefix (recovery) examples mixed in
@@ -99,6 +108,9 @@ class Config:
     student_init_task_frac: float = _f(0.5, "student", unit=True)  # rest: retention
     # share of warm-up chains shown with the hint (for OPSD)
     student_init_hint_frac: float = _f(0.0, "student", unit=True)
+    # share of those hinted chains whose target has one step broken and recovered (the hint then
+    # also teaches recovery)
+    student_init_hint_perturb: float = _f(0.0, "student", unit=True)
     init_lr: float = _f(3e-3, "shared")
     init_batch_size: int = _f(32, "shared")
     # share of teacher/warm-up steps whose longest chain grows
@@ -115,8 +127,15 @@ class Config:
     # prompts per forward/backward (gradient accumulation)
     micro_batch_size: int = _f(16, "run", positive=True, flag=True)
     # sampling
-    max_new_tokens: int = _f(0, "run")  # 0: enough for the longest training trace
+    max_new_tokens: int = _f(0, "run")  # 0: enough for the longest training trace (GSM8K: 512)
+    max_prompt_tokens: int = _f(0, "run")  # longer prompts are refused (0: unchecked)
     temperature: float = _f(1.0, "run")
+    # execution noise (opd_lib.lab.noise): the digit written after "=" is replaced by a wrong one
+    # with this probability, by the environment, in the student's training samples / in evaluation
+    rollout_noise: float = _f(0.0, "run", unit=True, flag=True)
+    eval_noise: float = _f(0.0, "run", unit=True, flag=True)
+    # prompts sampled and scored at once in evaluation (memory, not the evaluation set, sets it)
+    eval_micro_batch_size: int = _f(64, "run", positive=True, resumable=True)
     # method knobs
     # sft/kd/gkd fixed sequences: "data" or "teacher" samples
     source: str = _f(
@@ -158,9 +177,13 @@ class Config:
     teacher_from: str | None = _f(None, "run")
     # skip the teacher/student preflight checks before the first step (warns)
     skip_preflight: bool = _f(False, "run", resumable=True, flag=True)
+    # the card's usable memory in GiB: the preflight refuses a run estimated above it (0: unchecked)
+    memory_budget_gib: float = _f(0.0, "run", resumable=True)
+    memory_overhead_gib: float = _f(0.75, "run", resumable=True)  # CUDA context, allocator slack
 
     def __post_init__(self) -> None:
         self.eval_lengths = tuple(int(x) for x in self.eval_lengths)
+        self.lora_modules = tuple(str(x) for x in self.lora_modules)
         self.validate()
 
     def validate(self) -> None:
@@ -187,8 +210,20 @@ class Config:
             raise ValueError(
                 "temperature, eval_temperature and grad_clip must be >= 0 and clip_value > 0"
             )
-        if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0 (0 = auto), got {self.max_new_tokens}")
+        for name in ("max_new_tokens", "max_prompt_tokens", "lora_rank"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = off/auto), got {getattr(self, name)}")
+        if self.lora_rank and (self.lora_alpha <= 0 or not self.lora_modules):
+            raise ValueError("LoRA needs lora_alpha > 0 and at least one module in lora_modules")
+        if self.memory_budget_gib < 0 or self.memory_overhead_gib < 0:
+            raise ValueError("memory_budget_gib and memory_overhead_gib must be >= 0")
+        if self.precision in ("bf16-amp", "fp16-amp") and self.lora_rank == 0 and (
+            self.dtype != "float32"
+        ):
+            raise ValueError(
+                f"precision={self.precision!r} keeps float32 master weights: load the student "
+                f"with dtype='float32' (got {self.dtype!r}) or train LoRA adapters"
+            )
         if self.task == "sum":
             RunningSum(self.min_len, self.max_len, style=self.trace_style)  # validates lengths
             if any(k < 2 for k in self.eval_lengths) or not self.eval_lengths:
@@ -211,9 +246,11 @@ class Config:
 def check_resumable(config: Config, saved: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the fields (other than ``resumable`` ones) whose value in the
     ``saved`` config dict (a checkpoint's) differs from ``config``: another run's checkpoint."""
-    mine = config.to_dict()
+    mine, default = config.to_dict(), Config().to_dict()
     free = {f.name for f in dataclasses.fields(config) if f.metadata.get("resumable")}
-    diff = sorted(k for k in mine if k not in free and saved.get(k) != mine[k])
+    # a field the checkpoint predates counts as its default
+    saved = {k: _as_saved(saved.get(k, default[k])) for k in mine}
+    diff = sorted(k for k in mine if k not in free and saved[k] != _as_saved(mine[k]))
     if diff:
         raise ValueError(
             f"the checkpoint was written with a different config ({diff}); use another "
@@ -221,9 +258,16 @@ def check_resumable(config: Config, saved: dict[str, Any]) -> None:
         )
 
 
+def _as_saved(value: Any) -> Any:
+    """``value`` as a checkpoint's JSON gives it back (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def refuse_foreign_checkpoint(config: Config, out_dir: Path) -> None:
     """Raise ``ValueError`` if ``out_dir/ckpt.pt`` belongs to a run with other settings (only
     ``resumable`` fields such as ``steps`` may differ); reads only, writes nothing."""
+    from opd_lib.lab.checkpoint import load_checkpoint  # torch: imported only when needed
+
     if (Path(out_dir) / "ckpt.pt").is_file():
         check_resumable(config, load_checkpoint(Path(out_dir) / "ckpt.pt")["config"])
 
@@ -245,14 +289,6 @@ def flag_fields() -> dict[str, type]:
             value = getattr(default, f.name)
             out[f.name] = str if value is None else types[type(value)]
     return out
-
-
-def fused_on(setting: str, vocab_size: int) -> bool:
-    """Whether ``fused_divergence=setting`` fuses at ``vocab_size`` ("auto": from
-    :data:`FUSED_AUTO_VOCAB` symbols on)."""
-    if setting not in ("auto", "on", "off"):
-        raise ValueError(f"fused_divergence must be 'auto', 'on' or 'off', got {setting!r}")
-    return setting == "on" or (setting == "auto" and vocab_size >= FUSED_AUTO_VOCAB)
 
 
 def choices(name: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ import torch
 
 from opd_lib.lab.data import AUX_EVALS, EvalSuite, encode
 from opd_lib.lab.losses import completion_side, divergence, entropy_sum
+from opd_lib.lab.noise import digit_noise
 from opd_lib.lab.tasks import render_prompt
 from opd_lib.lm import Batch
 from opd_lib.sampling import completion_mask, sample_completions
@@ -17,14 +18,29 @@ __all__ = ["evaluate", "generate"]
 
 
 def generate(
-    model, tokenizer, prompt_ids, prompt_mask, max_new_tokens: int, temperature: float, generator
+    model,
+    tokenizer,
+    prompt_ids,
+    prompt_mask,
+    max_new_tokens: int,
+    temperature: float,
+    generator,
+    noise: float = 0.0,
+    noise_generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Completions ``[B, max_new_tokens]`` of ``model`` (:func:`opd_lib.sampling.
-    sample_completions` with the tokenizer's EOS and pad ids; ``temperature=0``: greedy)."""
+    sample_completions` with the tokenizer's EOS and pad ids; ``temperature=0``: greedy), with
+    execution ``noise`` drawn from ``noise_generator`` (:func:`opd_lib.lab.noise.digit_noise`)."""
+    corrupt = None
+    if noise:
+        if noise_generator is None:
+            raise ValueError("noise > 0 needs a noise_generator")
+        rows = prompt_ids.shape[0]
+        corrupt = digit_noise(tokenizer, noise, rows, max_new_tokens, noise_generator)
     return sample_completions(
         model, prompt_ids, prompt_mask, max_new_tokens, temperature=temperature,
         generator=generator, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, corrupt=corrupt,
     )  # fmt: skip
 
 
@@ -39,6 +55,8 @@ def evaluate(
     teacher=None,
     prefix: str = "",
     fused: bool = False,
+    micro_batch: int = 64,
+    noise: float = 0.0,
 ) -> dict[str, Any]:
     """Scores of ``model`` (left in eval mode) on ``suite``, keys prefixed with ``prefix``.
 
@@ -49,31 +67,51 @@ def evaluate(
     ``model``'s reverse and forward KL to it and its entropy, per token of ``model``'s own
     evaluation completions of the main sets (``rkl_to_teacher``, ``fkl_to_teacher``,
     ``eval_entropy``; never prefixed), with ``fused``: from hidden states and heads
-    (:mod:`opd_lib.fused_divergence`; the entropy by chunks of tokens), never ``[B, C, V]``."""
+    (:mod:`opd_lib.fused_divergence`; the entropy by chunks of tokens), never ``[B, C, V]``.
+
+    Prompts are sampled and scored ``micro_batch`` at a time (memory, not the size of the sets,
+    sets the peak). ``noise``: execution noise on the main sets' written digits
+    (:mod:`opd_lib.lab.noise`), drawn from a generator seeded 40_000, so every model meets the
+    same slips; recovery and retention are scored without it."""
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
     model.eval()
     device = next(model.parameters()).device
     out: dict[str, Any] = {}
     main = []
     gen = torch.Generator(device=device).manual_seed(0)
+    noise_gen = torch.Generator(device=device).manual_seed(40_000)
     for name, examples in suite.sets.items():
         task = suite.retention if name == "retention" else suite.task
-        b = encode(tokenizer, examples, device)
         temp = 0.0 if name == "retention" else temperature  # knowledge: greedy
-        ids = generate(model, tokenizer, b.prompt_ids, b.prompt_mask, max_new_tokens, temp, gen)
-        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        set_noise = 0.0 if name in AUX_EVALS else noise
+        texts = []
+        for start in range(0, len(examples), micro_batch):
+            b = encode(tokenizer, examples[start : start + micro_batch], device)
+            ids = generate(
+                model, tokenizer, b.prompt_ids, b.prompt_mask, max_new_tokens, temp, gen,
+                set_noise, noise_gen,
+            )  # fmt: skip
+            texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
+            if name not in AUX_EVALS:
+                main.append((b, ids))
         verdicts = [task.verify(ex, t) for ex, t in zip(examples, texts, strict=True)]
         out[f"{prefix}acc_{name}"] = sum(v.correct for v in verdicts) / len(verdicts)
         if name not in AUX_EVALS:
             out[f"{prefix}trace_acc_{name}"] = sum(v.trace_ok for v in verdicts) / len(verdicts)
             steps = sum(v.n_steps for v in verdicts)
             out[f"{prefix}step_err_{name}"] = sum(v.n_bad_steps for v in verdicts) / steps
-            main.append((b, ids))
     if suite.recovery:
         prompts = [render_prompt(tokenizer, ex.prompt) + ex.prefix for ex in suite.recovery]
-        enc = tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
-        p_ids, p_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        ids = generate(model, tokenizer, p_ids, p_mask, max_new_tokens, temperature, gen)
-        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        texts = []
+        for start in range(0, len(prompts), micro_batch):
+            enc = tokenizer(
+                prompts[start : start + micro_batch], padding=True, add_special_tokens=False,
+                return_tensors="pt",
+            )  # fmt: skip
+            p_ids, p_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            ids = generate(model, tokenizer, p_ids, p_mask, max_new_tokens, temperature, gen)
+            texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
         right = [
             suite.task.verify(ex, ex.prefix + t).correct
             for ex, t in zip(suite.recovery, texts, strict=True)

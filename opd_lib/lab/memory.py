@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "FUSED_AUTO_VOCAB",
     "GIB",
     "LINEARS",
     "PRECISIONS",
@@ -49,6 +50,7 @@ __all__ = [
     "MemoryEstimate",
     "ModelShape",
     "estimate_memory",
+    "fused_on",
     "estimate_for_settings",
     "estimate_measured_step",
     "refuse_if_too_big",
@@ -57,6 +59,10 @@ __all__ = [
 GIB = 2**30
 PRECISIONS = ("fp32", "bf16-amp", "fp16-amp", "bf16")
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# "auto" fuses from this vocabulary size: a float32 [tokens, V] logits array then costs >= 128 KiB
+# per token (Qwen3's 151,936: 594 KiB), while the tiny char models (~80 symbols) keep the plain
+# path, so their committed results stay bit-identical
+FUSED_AUTO_VOCAB = 32_768
 _DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}
 
 
@@ -294,13 +300,22 @@ def estimate_memory(
     return MemoryEstimate(components, static + phases[phase], phase, settings)
 
 
+def fused_on(setting: str, vocab_size: int) -> bool:
+    """Whether ``fused_divergence=setting`` fuses at ``vocab_size`` ("auto": from
+    :data:`FUSED_AUTO_VOCAB` symbols on)."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"fused_divergence must be 'auto', 'on' or 'off', got {setting!r}")
+    return setting == "on" or (setting == "auto" and vocab_size >= FUSED_AUTO_VOCAB)
+
+
 def estimate_for_settings(
     settings: Any, student: ModelShape = QWEN3_0_6B, teacher: ModelShape | None = QWEN3_1_7B
 ) -> MemoryEstimate:
-    """:func:`estimate_memory` for a lab run: ``settings`` is a preset dict (``hub_presets``) or a
-    ``Config`` with the hub fields (``precision``, ``lora_rank``, ``gradient_checkpointing``,
-    ``micro_batch_size``, ``batch_size``, ``group_size``, ``method``, ``max_prompt_tokens``,
-    ``max_new_tokens``, ``fused_divergence``, ``teacher_dtype``, ``eval_micro_batch_size``).
+    """:func:`estimate_memory` for a lab run: ``settings`` is a preset dict
+    (``presets.HUB_PRESETS``) or a ``Config`` with the hub fields (``precision``, ``lora_rank``,
+    ``gradient_checkpointing``, ``micro_batch_size``, ``batch_size``, ``group_size``, ``method``,
+    ``max_prompt_tokens``, ``max_new_tokens``, ``fused_divergence``, ``teacher_dtype``,
+    ``eval_micro_batch_size``).
     OPSD's self-teacher is costed as the (larger) teacher: an upper bound."""
     s = settings if isinstance(settings, dict) else dataclasses.asdict(settings)
     group = s.get("group_size", 4) if s.get("method") == "rl" else 1
@@ -320,7 +335,7 @@ def estimate_for_settings(
         prompt_len=s.get("max_prompt_tokens", 256),
         completion_len=s.get("max_new_tokens", 512),
         gradient_checkpointing=s.get("gradient_checkpointing", False),
-        fused_divergence=s.get("fused_divergence", True),
+        fused_divergence=fused_on(s.get("fused_divergence", "on"), student.vocab),
         overhead_gib=s.get("memory_overhead_gib", 0.0),
     )
 

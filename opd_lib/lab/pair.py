@@ -38,6 +38,7 @@ def build_pair(config: Config) -> ModelPair:
             config.teacher_name,
             config.student_name,
             dtype=getattr(torch, config.dtype),
+            teacher_dtype=getattr(torch, config.teacher_dtype),
             device=config.device,
         )
     c = config
@@ -126,7 +127,8 @@ def prepare_pair(config: Config, cache_dir: str | Path | None = None) -> ModelPa
        student warms up for ``student_init_steps`` on chains up to ``student_init_max_len``
        written with a ``student_noise`` step error rate (``RunningSum.sloppy``), or, for a
        ``student_init_hint_frac`` share, clean traces with the hint (the same trace) in the
-       prompt, so that its hinted self can teach in OPSD; mixed with the retention task (the
+       prompt (a ``student_init_hint_perturb`` share of them with one step broken and recovered
+       after), so that its hinted self can teach in OPSD; mixed with the retention task (the
        rest of ``student_init_task_frac``).
     """
     pair = build_pair(config)
@@ -154,7 +156,11 @@ def prepare_pair(config: Config, cache_dir: str | Path | None = None) -> ModelPa
             return retention.sample(rng)
         ex = warm_chain(rng, done)
         if rng.random() < c.student_init_hint_frac:  # the hint shows the clean trace: copy it
-            return dataclasses.replace(ex, prompt=ex.hinted_prompt())
+            hinted = dataclasses.replace(ex, prompt=ex.hinted_prompt())
+            # (no draw at 0: a pair prepared before this knob existed is reproduced exactly)
+            if c.student_init_hint_perturb and rng.random() < c.student_init_hint_perturb:
+                return warm.perturbed(hinted, rng)  # the hint shows how to recover, too
+            return hinted
         return warm.sloppy(ex, rng, c.student_noise)
 
     def stage(name, model, start, sample, steps, lr, seed_offset) -> dict:

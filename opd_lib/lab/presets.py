@@ -8,7 +8,23 @@
   are 100 steps, evaluated on the policy's own samples (temperature 1).
 * ``tiny``  the same recipe shrunk to seconds: CI, tests and the book's smoke run.
 * ``gpu``   ``full`` scaled up for one GPU: wider and deeper models, longer chains, more steps.
-* ``hub``   ``Qwen/Qwen3-0.6B`` distilled from ``Qwen/Qwen3-1.7B`` on GSM8K (e.g. in Colab).
+* ``colab-t4``, ``a100``, ``h100``: ``Qwen/Qwen3-0.6B`` distilled from ``Qwen/Qwen3-1.7B`` on
+  GSM8K, each sized by :func:`opd_lib.lab.memory.estimate_for_settings` to fit its card (``hub``
+  is an alias of ``colab-t4``, the free Colab GPU):
+
+  - ``colab-t4`` (16 GB, budget 15 GiB): no bf16 hardware on sm_75, so fp16: the student's
+    frozen base and the teacher in fp16, LoRA adapters (rank 16 on every linear layer, through
+    ``peft``) in float32 under fp16 autocast with a gradient scaler, gradient checkpointing. A
+    full fine-tune with float32 master weights does not fit next to the teacher. LoRA's learning
+    rate is about 10x a full fine-tune's ("LoRA Without Regret", Schulman et al., Thinking
+    Machines, 2025): 1e-5 against 1e-6.
+  - ``a100`` (40 GB, budget 38 GiB): full fine-tune, float32 master weights and AdamW state,
+    bf16 autocast, the teacher in bf16. ``h100`` (80 GB, budget 76 GiB): the same, twice the
+    micro-batch.
+
+  Each uses the fused (logits-free) divergence, evaluates in micro-batches of
+  ``eval_micro_batch_size`` prompts, prompts GSM8K with an explicit ``\\boxed{}`` answer format
+  and allows ``max_new_tokens = 512`` (:mod:`opd_lib.lab.gsm8k`).
 
 ``tiny`` and ``gpu`` are written as differences from ``full``, so what changes is visible.
 """
@@ -18,8 +34,9 @@ from __future__ import annotations
 from typing import Any
 
 from opd_lib.lab.config import Config
+from opd_lib.lab.gsm8k import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS
 
-__all__ = ["PRESETS", "preset"]
+__all__ = ["ALIASES", "HUB_PRESETS", "PRESETS", "preset"]
 
 _FULL: dict[str, Any] = dict(
     # task and evaluation
@@ -58,6 +75,24 @@ _FULL: dict[str, Any] = dict(
     eval_every=20,
     checkpoint_every=20,
     threads=1,
+)
+
+_HUB: dict[str, Any] = dict(
+    model="hub",
+    task="gsm8k",
+    device="cuda",
+    retention=False,
+    hint="trace",
+    steps=100,
+    eval_size=128,
+    eval_temperature=0.0,  # greedy: GSM8K accuracy as usually reported
+    batch_size=8,
+    group_size=4,
+    max_new_tokens=MAX_NEW_TOKENS,
+    max_prompt_tokens=MAX_PROMPT_TOKENS,
+    eval_every=25,
+    checkpoint_every=25,
+    fused_divergence="on",  # every divergence from hidden states: no [tokens, 151936] logits
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -105,28 +140,51 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_every=50,
         checkpoint_every=50,
     ),
-    "hub": dict(
-        model="hub",
-        task="gsm8k",
-        device="cuda",
-        dtype="bfloat16",
-        retention=False,
-        hint="trace",
-        steps=100,
-        eval_size=128,
-        batch_size=8,
+    # Qwen/Qwen3-0.6B from Qwen/Qwen3-1.7B on GSM8K, sized by opd_lib.lab.memory for each card
+    "colab-t4": _HUB
+    | dict(
+        dtype="float16",  # the frozen base; the LoRA adapters are float32
+        precision="fp16-amp",  # a T4 (sm_75) has no bf16 hardware
+        teacher_dtype="float16",
+        lora_rank=16,
+        gradient_checkpointing=True,
         micro_batch_size=2,
-        group_size=4,
-        max_new_tokens=256,
+        eval_micro_batch_size=8,
+        lr=1e-5,  # LoRA: about 10x a full fine-tune's rate
+        memory_budget_gib=15.0,
+    ),
+    "a100": _HUB
+    | dict(
+        dtype="float32",  # master weights
+        precision="bf16-amp",
+        teacher_dtype="bfloat16",
+        micro_batch_size=2,  # rl: x group_size = 8 sequences per forward
+        eval_micro_batch_size=16,
         lr=1e-6,
-        eval_every=25,
-        checkpoint_every=25,
+        memory_budget_gib=38.0,
+    ),
+    "h100": _HUB
+    | dict(
+        dtype="float32",
+        precision="bf16-amp",
+        teacher_dtype="bfloat16",
+        micro_batch_size=4,
+        eval_micro_batch_size=32,
+        lr=1e-6,
+        memory_budget_gib=76.0,
     ),
 }
 
 
+HUB_PRESETS = {name: PRESETS[name] for name in ("colab-t4", "a100", "h100")}
+ALIASES = {"hub": "colab-t4"}  # the free Colab GPU is the default hub card
+
+
 def preset(name: str, **overrides: Any) -> Config:
-    """The :class:`Config` of preset ``name`` with ``overrides`` applied (validated)."""
+    """The :class:`Config` of preset ``name`` (or an alias in :data:`ALIASES`) with
+    ``overrides`` applied (validated)."""
+    name = ALIASES.get(name, name)
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+        known = sorted(PRESETS) + sorted(ALIASES)
+        raise ValueError(f"unknown preset {name!r}; expected one of {known}")
     return Config(**{**PRESETS[name], **overrides})

@@ -86,6 +86,8 @@ class Trainer:
             self.opt = torch.optim.SGD(params, lr=c.lr)
         self.data_rng = random.Random(c.seed)
         self.gen = torch.Generator(device=self.device).manual_seed(c.seed)
+        # the environment's execution noise in the student's samples (opd_lib.lab.noise)
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(c.seed + 1_000_003)
         torch.manual_seed(c.seed)
         self.self_teacher = None  # OPSD's frozen or EMA self-teacher
         if c.method == "opsd" and c.opsd_teacher != "live":
@@ -202,7 +204,8 @@ class Trainer:
             completion, mask = b.completion_ids, b.mask
         else:
             model = self.teacher if source == "teacher" else self.student
-            completion = self.sample(model, b.prompt_ids, b.prompt_mask)
+            noise = c.rollout_noise if source == "student" else 0.0
+            completion = self.sample(model, b.prompt_ids, b.prompt_mask, noise=noise)
             mask = completion_mask(completion, self.tok.eos_token_id)
             n = self.n_teacher if source == "teacher" else self.n_student
             stats["gen_flops"] = flops(0, 0, generated={n: int(mask.sum() + b.prompt_mask.sum())})
@@ -256,20 +259,25 @@ class Trainer:
             model, self.suite, self.tok, max_new_tokens=self.max_new_tokens,
             temperature=self.config.eval_temperature,
             teacher=None if prefix else self.teacher, prefix=prefix, fused=self.fused,
+            micro_batch=self.config.eval_micro_batch_size, noise=self.config.eval_noise,
         )  # fmt: skip
         self.student.train()
         return out
 
     # -------------------------------------------------------------- helpers
 
-    def sample(self, model, prompt_ids, prompt_mask, temperature: float | None = None, gen=None):
+    def sample(
+        self, model, prompt_ids, prompt_mask, temperature: float | None = None, gen=None,
+        noise: float = 0.0,
+    ):  # fmt: skip
         """Completions of ``model`` at ``temperature`` (default: the config's) from ``gen``
-        (default: the run's generator)."""
+        (default: the run's generator), with execution ``noise`` from the run's noise generator."""
         temperature = self.config.temperature if temperature is None else temperature
         gen = self.gen if gen is None else gen
         return generate(
-            model, self.tok, prompt_ids, prompt_mask, self.max_new_tokens, temperature, gen
-        )
+            model, self.tok, prompt_ids, prompt_mask, self.max_new_tokens, temperature, gen,
+            noise, self.noise_gen,
+        )  # fmt: skip
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         return self.tok.batch_decode(ids, skip_special_tokens=True)
@@ -293,7 +301,9 @@ class Trainer:
             "student": self.student.state_dict(),
             "optimizer": self.opt.state_dict(),
             "self_teacher": None if self.self_teacher is None else self.self_teacher.state_dict(),
-            "rng": rng_state({"sample": self.gen}, {"data": self.data_rng}),
+            "rng": rng_state(
+                {"sample": self.gen, "noise": self.noise_gen}, {"data": self.data_rng}
+            ),
             "totals": dict(self.totals),
             "metrics_offset": self.logger.offset if self.logger else 0,
         }
@@ -304,7 +314,9 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         if self.self_teacher is not None:
             self.self_teacher.load_state_dict(state["self_teacher"])
-        set_rng_state(state["rng"], {"sample": self.gen}, {"data": self.data_rng})
+        set_rng_state(
+            state["rng"], {"sample": self.gen, "noise": self.noise_gen}, {"data": self.data_rng}
+        )
         self.step = state["step"]
         self.totals = dict(state["totals"])
         if self.logger:

@@ -1,7 +1,7 @@
 """Carry a lab run to TRL's ``DistillationTrainer`` (accelerate, DeepSpeed, FSDP, vLLM).
 
 ``trl_distillation_args(settings, task)`` turns the lab's settings (a ``Config`` or a plain
-dict of its fields, including the hub fields of ``hub_presets``) into TRL 1.16's
+dict of its fields, including the hub fields of ``presets.HUB_PRESETS``) into TRL 1.16's
 ``DistillationConfig``, a ``datasets.Dataset`` of prompts in the order the lab would draw them,
 and LoRA keyword arguments for ``peft.LoraConfig`` (``None`` for a full fine-tune)::
 
