@@ -10,6 +10,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# test files run in parallel, each file on one worker (a notebook's cells share one kernel)
+TEST_WORKERS ?= 2
 BOOK_DIR ?= .
 # MathJax for the offline book (tools/offline_assets.py copies it into _static), pinned by the lock.
 JS_DIR := tools/js
@@ -46,7 +48,8 @@ lint: setup
 
 test: lint
 	$(BIN)/python tools/make_colab.py --check
-	$(BIN)/pytest --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests notebooks
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --nbval-lax --nbval-current-env $(PYTEST_ARGS) \
+		tests notebooks
 
 colab: setup
 	$(BIN)/python tools/make_colab.py

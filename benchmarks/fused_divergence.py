@@ -26,6 +26,11 @@ not fit" without running it; one that runs past ``--max-seconds`` as "timed out"
 
     nice -n 10 python benchmarks/fused_divergence.py            # the full grid
     python benchmarks/fused_divergence.py --quick               # seconds: a smoke test
+    python benchmarks/fused_divergence.py --merge a.json b.json # one table from split runs
+
+A grid split across several invocations (e.g. TRL and ours in parallel processes on a shared
+machine) is gathered by ``--merge``; grid cells that no file holds are recorded as "not run
+(time budget)", and the header lists each file's start time and load average.
 
 Every process uses the same number of torch threads (``--threads``, 1 by default). ``time_s`` is
 the process's CPU time for the pass (``time.process_time``; with one thread it is the work done,
@@ -192,6 +197,8 @@ def _measure(args: argparse.Namespace, method: str, kind: str, n: int, h: int) -
         )
     except subprocess.TimeoutExpired:
         return record | {"status": "timed out"}
+    if done.returncode < 0:  # SIGKILL with no message: usually the kernel's out-of-memory killer
+        return record | {"status": f"killed by signal {-done.returncode}"}
     if done.returncode != 0:
         return record | {"status": "error", "error": done.stderr.strip().splitlines()[-1:]}
     return record | {"status": "ok"} | json.loads(done.stdout.strip().splitlines()[-1])
@@ -234,9 +241,36 @@ def _table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merge(files: list[Path], grid: list[tuple[str, str, int, int]]) -> tuple[list[dict], list]:
+    """The rows of earlier runs (``--merge``), one per ``(method, kind, N, H)`` of ``grid`` (an
+    "ok" row wins over another status); a cell that none of them holds is recorded as
+    "not run (time budget)", or "does not fit" when another kind of the same method and shape
+    did not (the memory estimate ignores the kind). Also returns each file's name, start time
+    and load average."""
+    found: dict[tuple, dict] = {}
+    sources = []
+    for path in files:
+        data = json.loads(path.read_text())
+        sources.append([path.name, data["meta"]["started"], data["meta"]["load_average_at_start"]])
+        for r in data["runs"]:
+            key = (r["method"], r["kind"], r["tokens"], r["hidden"])
+            if key not in found or (r["status"] == "ok" and found[key]["status"] != "ok"):
+                found[key] = r | {"source": path.name}
+    runs = []
+    for method, kind, n, h in grid:
+        missing = {"method": method, "kind": kind, "tokens": n, "hidden": h}
+        unfit = any(
+            r["status"] == "does not fit" and (k[0], k[2], k[3]) == (method, n, h)
+            for k, r in found.items()
+        )
+        missing["status"] = "does not fit" if unfit else "not run (time budget)"
+        runs.append(found.get((method, kind, n, h), missing))
+    return runs, sources
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192])
     parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--vocab", type=int, default=151936)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
@@ -262,6 +296,14 @@ def main() -> None:
     parser.add_argument("--liger-path", default=os.environ.get("LIGER_PATH", ""))
     parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="measure nothing: gather the rows of earlier --out files over the grid",
+    )
+    parser.add_argument("--note", default="", help="a paragraph for the Markdown header")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=list(KINDS), help=argparse.SUPPRESS)
@@ -284,7 +326,7 @@ def main() -> None:
 
     meta = {
         "vocab": args.vocab,
-        "chunk_size": args.chunk_size,
+        "chunk_size": args.chunk_size or "auto_chunk_size (per row: chunk_size)",
         "padding": args.padding,
         "threads": args.threads,
         "row": ROW,
@@ -300,12 +342,25 @@ def main() -> None:
     }
     header = (
         f"Forward+backward of a masked-mean divergence, V={args.vocab}, {args.padding:.0%} "
-        f"padding, heads frozen, {args.threads} torch thread(s), chunk_size={args.chunk_size}; "
+        f"padding, heads frozen, {args.threads} torch thread(s), "
+        f"chunk_size={args.chunk_size or 'auto_chunk_size'}; "
         "CPU seconds of the pass and peak extra RSS, one fresh process per row "
         "(benchmarks/fused_divergence.py).\n\n"
-    )
+    ) + (f"{args.note}\n\n" if args.note else "")
     runs: list[dict] = []
     shapes = sorted(((n, h) for n in args.tokens for h in args.hidden), key=lambda s: s[0] * s[1])
+    if args.merge:
+        grid = [(m, k, n, h) for n, h in shapes for k in args.kinds for m in args.methods]
+        runs, meta["merged_from"] = _merge(args.merge, grid)
+        meta["note"] = args.note
+        sources = "".join(
+            f"- `{n}`: started {t}, load average {a}\n" for n, t, a in meta["merged_from"]
+        )
+        header += f"Rows gathered (`--merge`) from separate runs:\n\n{sources}\n"
+        out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+        out.with_suffix(".md").write_text(header + _table(runs))
+        print(_table(runs))
+        return
     print(f"V={args.vocab} chunk={args.chunk_size} threads={args.threads} -> {out}", flush=True)
     for n, h in shapes:
         for kind in args.kinds:

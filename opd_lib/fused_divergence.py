@@ -23,9 +23,18 @@ tiles the vocabulary with an online log-sum-exp, so it needs a second pass for t
 recomputes both projections in the backward: 5 (fkl/rkl) or 7 (jsd) ``N x V x H`` matmuls
 against 3 here (4 with a trainable head, against 6 or 8).
 
+Speed on a CPU: the matmuls are nearly all of the time, and their speed depends on the chunk
+(one thread, ``H = 1024``, ``V = 151,936``: ~32 GFLOP/s at 64 rows, ~55 at 256), hence the
+default of up to 256 rows (``auto_chunk_size``). The rest is kept off the critical path: one
+``exp`` per logit and side (``exp(z - max)`` gives both the normaliser and the probabilities),
+the elementwise work in blocks of ``_ROW_BLOCK`` rows that stay in cache, ``1/T`` and the
+mean's weights applied to ``[c, H]`` results rather than ``[c, V]`` arrays, and two ``[c, V]``
+buffers reused by every chunk (fresh ones are page-faulted anew each time).
+
 The floor: beyond the weights and their gradients, a forward+backward must hold the gradient of
 the student hidden states ``[N, H]`` (it *is* the backward's output) and a few floats per token;
-everything else here is ``[chunk_size, V]`` scratch, independent of ``N``. At ``N = 8192``,
+everything else here is two ``[chunk_size, V]`` arrays (plus ``[_ROW_BLOCK, V]``
+temporaries), independent of ``N`` beyond 2,048 selected tokens. At ``N = 8192``,
 ``H = 1024`` the floor is 32 MiB; one float32 logits array is 4.6 GiB.
 
 Precision: matmuls and softmaxes run in float32 for half-precision inputs (float64 for float64)
@@ -45,25 +54,21 @@ from opd_lib import validate
 from opd_lib.divergences import REDUCTIONS, _resolve
 
 _CAST_BLOCK = 8192  # vocabulary rows cast at a time when the head is not in the compute dtype
-_ROW_BLOCK = 16  # rows per elementwise step: its [16, V] temporaries stay small
+_ROW_BLOCK = 4  # rows per elementwise step: its [4, V] operands stay in cache
 _MAX_CHUNK, _MIN_CHUNK = 256, 32
 
 
 def auto_chunk_size(selected_tokens: int) -> int:
     """The default ``chunk_size``: ``ceil(M / 8)`` selected tokens, clamped to ``[32, 256]``.
 
-    The two ``[chunk, V]`` scratch arrays are then at most a quarter of one ``[M, V]`` logits
-    array (beyond 256 rows only the cap binds); 256 rows is where a one-thread float32 GEMM
-    against a ``[151936, H]`` head reaches its speed on this CPU (64 rows run ~40 % slower).
+    From ``M = 256`` on, the two ``[chunk, V]`` scratch arrays are at most a quarter of one
+    ``[M, V]`` logits array (below, the 32-row floor binds); 256 rows is where a one-thread
+    float32 GEMM against a ``[151936, H]`` head reaches its speed on the benchmark's CPU (64
+    rows run ~40 % slower). E.g. ``M = 1843`` (2,048 tokens, 10 % padding): 231 rows.
     """
     if selected_tokens < 0:
         raise ValueError(f"selected_tokens must be >= 0, got {selected_tokens}")
     return min(_MAX_CHUNK, max(_MIN_CHUNK, -(-selected_tokens // 8)))
-
-
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a * b).sum(-1)`` for ``[c, V]`` inputs without a ``[c, V]`` temporary."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
 def _normalize_(logits: torch.Tensor, inv_temperature: float) -> torch.Tensor:
@@ -87,32 +92,36 @@ def _block_terms(
     """Per-row divergence of student logits ``z_q`` and teacher logits ``z_p`` (``[r, V]``).
 
     Both are overwritten; with ``need_grad``, ``z_q`` ends up holding ``dD/ds`` (``s = z/T``)
-    up to the factor ``_GRAD_FACTOR[kind]``.
+    up to the constant ``_grad_factor(kind, beta)``.
     """
     q, p = _normalize_(z_q, inv_t), _normalize_(z_p, inv_t)
-    log_q, log_p = z_q, z_p
+    log_q, log_p = z_q, z_p  # row sums below are in place: ``x.mul_(y).sum(-1)``
     if kind == "fkl":
-        value = _rowdot(p, log_p.sub_(log_q))
+        log_ratio = log_p.sub_(log_q)  # log(p/q); log_q is free from here on
         if need_grad:
             torch.sub(q, p, out=log_q)
-        return value
+        return log_ratio.mul_(p).sum(-1)
     if kind == "rkl":
-        value = _rowdot(q, log_q.sub_(log_p))
+        log_ratio = log_q.sub_(log_p)  # log(q/p); log_p is free from here on
+        value = torch.mul(log_ratio, q, out=log_p).sum(-1)
         if need_grad:
-            log_q.sub_(value.unsqueeze(-1)).mul_(q)
+            log_ratio.sub_(value.unsqueeze(-1)).mul_(q)
         return value
     if kind == "tv":
         diff = p.neg_().add_(q)  # q - p
         value = 0.5 * torch.linalg.vector_norm(diff, ord=1, dim=-1)
-        if need_grad:  # q (s - <q, s>), s = sign(q - p); the 1/2 is in _GRAD_FACTOR
+        if need_grad:  # q (s - <q, s>), s = sign(q - p); the 1/2 is in _grad_factor
             sign = diff.sign_()
-            torch.mul(sign.sub_(_rowdot(q, sign).unsqueeze(-1)), q, out=log_q)
+            centre = torch.mul(sign, q, out=log_p).sum(-1, keepdim=True)
+            torch.mul(sign.sub_(centre), q, out=log_q)
         return value
-    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-    kl_pm = _rowdot(p, log_p.sub_(log_m))
-    kl_qm = _rowdot(q, log_q.sub_(log_m))
-    if need_grad:  # (1 - beta) q (log(q/m) - KL(q||m)); the (1 - beta) is in _GRAD_FACTOR
-        log_q.sub_(kl_qm.unsqueeze(-1)).mul_(q)
+    log_m = torch.add(log_p, math.log(beta))
+    torch.logaddexp(log_m, torch.add(log_q, math.log1p(-beta)), out=log_m)
+    kl_pm = log_p.sub_(log_m).mul_(p).sum(-1)  # log_p is free from here on
+    log_ratio = log_q.sub_(log_m)  # log(q/m)
+    kl_qm = torch.mul(log_ratio, q, out=log_p).sum(-1)
+    if need_grad:  # (1 - beta) q (log(q/m) - KL(q||m)); the (1 - beta) is in _grad_factor
+        log_ratio.sub_(kl_qm.unsqueeze(-1)).mul_(q)
     return beta * kl_pm + (1 - beta) * kl_qm
 
 
@@ -121,16 +130,17 @@ def _grad_factor(kind: str, beta: float) -> float:
     return {"tv": 0.5, "jsd": 1 - beta}.get(kind, 1.0)
 
 
-def _project(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``h @ weight.T + bias`` in ``h``'s dtype; a head in another dtype is cast by blocks."""
-    if weight.dtype == h.dtype:
-        out = h @ weight.t()
+def _project(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
+) -> torch.Tensor:
+    """``out = h @ weight.T + bias`` in ``out``'s dtype; a head of another dtype cast by blocks."""
+    if weight.dtype == out.dtype:
+        torch.matmul(h, weight.t(), out=out)
     else:
-        out = h.new_empty(h.shape[0], weight.shape[0])
         for start in range(0, weight.shape[0], _CAST_BLOCK):
-            block = weight[start : start + _CAST_BLOCK].to(h.dtype)
-            out[:, start : start + block.shape[0]] = h @ block.t()
-    return out if bias is None else out.add_(bias.to(h.dtype))
+            block = weight[start : start + _CAST_BLOCK].to(out.dtype)
+            torch.matmul(h, block.t(), out=out[:, start : start + block.shape[0]])
+    return out if bias is None else out.add_(bias.to(out.dtype))
 
 
 def _back_project(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -172,17 +182,18 @@ def _sweep(
     grad_b = grad_b if head and b_s is not None else None
     factor = _grad_factor(kind, beta) / temperature
     chunk = -(-rows // max(1, -(-rows // chunk)))  # balanced: no short last chunk
+    # two [chunk, V] buffers reused by every chunk (a fresh one would be page-faulted each time)
+    buffers = torch.empty(2, min(chunk, rows), w_s.shape[0], dtype=dtype, device=h_s.device)
     for start in range(0, rows, chunk):
         sl = slice(start, start + chunk)
         hs = h_s[sl].to(dtype)
-        z_q = _project(hs, w_s, b_s)
-        z_p = _project(h_t[sl].to(dtype), w_t, b_t)
+        z_q = _project(hs, w_s, b_s, buffers[0, : hs.shape[0]])
+        z_p = _project(h_t[sl].to(dtype), w_t, b_t, buffers[1, : hs.shape[0]])
         for r in range(0, z_q.shape[0], _ROW_BLOCK):
             rb = slice(r, r + _ROW_BLOCK)
             out = _block_terms(z_q[rb], z_p[rb], kind, beta, 1 / temperature, need_grad)
             if value:
                 values[start + r : start + r + out.shape[0]] = out
-        del z_p
         if not need_grad:
             continue
         scale = factor if row_weight is None else row_weight[sl].to(dtype).unsqueeze(-1) * factor

@@ -15,6 +15,7 @@ import os
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import (
     AddedToken,
@@ -26,7 +27,9 @@ from tokenizers import (
     pre_tokenizers,
     processors,
 )
-from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers is imported where a tokenizer is built (a light import path)
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -109,6 +112,8 @@ def char_tokenizer(alphabet: str = DEFAULT_ALPHABET) -> PreTrainedTokenizerFast:
     Ids: ``<|endoftext|>`` (pad) 0, ``<|im_start|>`` 1, ``<|im_end|>`` (eos) 2, ``<|unk|>`` 3, then
     the alphabet in the given order. ``decode(encode(s)) == s`` for strings over the alphabet.
     """
+    from transformers import PreTrainedTokenizerFast
+
     if len(set(alphabet)) != len(alphabet):
         dupes = sorted({c for c in alphabet if alphabet.count(c) > 1})
         raise ValueError(f"alphabet has duplicate characters: {dupes!r}")
@@ -260,6 +265,8 @@ def _qwen3_tokenizer_file(cache_dir: Path) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _qwen3_tokenizer_in(cache_dir: Path) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_file=str(_qwen3_tokenizer_file(cache_dir)),
         pad_token=ENDOFTEXT,

@@ -175,6 +175,37 @@ def test_property_any_chunking_and_mask(seed, chunk, kind, beta, temperature):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
+def test_auto_chunk_size_worked_numbers():
+    from opd_lib.fused_divergence import auto_chunk_size
+
+    # ceil(M / 8) clamped to [32, 256]: 2,048 and 8,192 tokens with 10 % padding select 1,843
+    # and 7,373 positions
+    assert [auto_chunk_size(m) for m in (0, 1, 256, 300, 1843, 2048, 7373)] == [
+        32, 32, 32, 38, 231, 256, 256]  # fmt: skip
+    with pytest.raises(ValueError, match="selected_tokens"):
+        auto_chunk_size(-1)
+
+
+@pytest.mark.parametrize("kind", ["fkl", "rkl", "jsd", "tv"])
+def test_default_chunks_and_row_blocks_match_reference(kind):
+    """300 selected positions: 8 balanced default chunks (38 rows, the last 34), each swept in
+    row blocks; a non-uniform weighting also takes the head gradient's second sweep."""
+    gen = torch.Generator().manual_seed(5)
+    x = dict(hs=torch.randn(3, 110, H_S, generator=gen, dtype=torch.float64).requires_grad_(),
+             w=torch.randn(V, H_S, generator=gen, dtype=torch.float64).requires_grad_(),
+             b=torch.randn(V, generator=gen, dtype=torch.float64).requires_grad_(),
+             ht=torch.randn(3, 110, H_T, generator=gen, dtype=torch.float64),
+             wt=torch.randn(V, H_T, generator=gen, dtype=torch.float64))  # fmt: skip
+    mask = torch.ones(3, 110, dtype=torch.bool)
+    mask[:, 100:] = False  # 3 x 100 = 300 selected
+    kw = dict(kind=kind, beta=0.3, temperature=1.5, mask=mask, reduction="none")
+    out, ref = fused(x, **kw), unfused(x, **kw)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+    weights = torch.rand(out.shape, generator=gen, dtype=out.dtype)
+    for got, want in zip(grads(out, x, weights), grads(ref, x, weights), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
 BAD = [
     (dict(w=torch.zeros(V, H_S + 1)), ValueError, "student_head"),
     (dict(wt=torch.zeros(V, H_T + 2)), ValueError, "teacher_head"),

@@ -19,11 +19,20 @@ def test_every_field_declares_its_stage():
 
 
 def test_the_committed_pair_cache_keys_are_reproduced():
-    """``results/lab/full/cache/<stage>-<hash>.pt``: the stage fields hash to the same names."""
+    """``results/lab/full/cache/<stage>-<hash>.pt``: the stage fields hash to the same names, for
+    the usual pair and for every other starting student of the experiments."""
+    from opd_lib.lab.experiments import STUDENTS, student_config
+
     full = preset("full")
+    cache = ROOT / "results/lab/full/cache"
     for stage in ("teacher-clean", "teacher", "student"):
-        path = ROOT / "results/lab/full/cache" / f"{stage}-{cache_key(full, stage)}.pt"
+        path = cache / f"{stage}-{cache_key(full, stage)}.pt"
         assert path.is_file(), path.name
+    for name in STUDENTS:
+        path = (
+            cache / f"student-{cache_key(student_config(full, name, cache.parent), 'student')}.pt"
+        )
+        assert path.is_file(), (name, path.name)
 
 
 def test_each_stage_key_follows_its_fields():
@@ -56,6 +65,6 @@ def test_flags_and_method_knobs_come_from_the_fields():
         flags["lam"] is float and flags["skip_preflight"] is bool and "teacher_steps" not in flags
     )
     assert method_knobs("opd") == {"opd_estimator": ("full", "sampled")}
-    assert set(method_knobs("gkd")) == {"source", "lam", "lam_schedule", "beta"}
+    assert set(method_knobs("gkd")) == {"source", "lam", "lam_schedule", "beta", "data_perturb"}
     with pytest.raises(ValueError, match="unknown method"):
         method_knobs("dpo")

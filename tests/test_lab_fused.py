@@ -142,8 +142,9 @@ def test_auto_is_off_for_the_char_models_and_on_for_a_large_vocabulary(pair):
     tok = char_tokenizer(ALPHABET)
     big = dict(layers=1, hidden=16, heads=2, vocab_size=40_000)
     large = type(pair)(
-        tiny_qwen3(tok, seed=0, **big), tiny_qwen3(tok, seed=1, **big), tok, torch.device("cpu")
-    )
+        tiny_qwen3(tok, seed=0, **big), tiny_qwen3(tok, seed=1, **big), tok,
+        device=torch.device("cpu"),
+    )  # fmt: skip
     tr = Trainer(Config(**{**make(pair).config.to_dict(), "method": "opd"}), large)
     assert tr.fused
     record = tr.train_step()
@@ -158,7 +159,7 @@ def test_evaluate_kl_to_teacher_equals_the_logits_path(pair):
     fused = evaluate(tr.student, tr.suite, tr.tok, fused=True, **kw)
     assert plain.keys() == fused.keys() and plain["rkl_to_teacher"] > 1e-3
     for key in plain:
-        assert fused[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-6), key
+        assert fused[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-6, nan_ok=True), key
 
 
 def test_completion_hidden_through_the_head_is_completion_logits(pair):

@@ -125,3 +125,71 @@ def test_load_qwen3_pair_offline_from_hub_cache(tok, tmp_path, monkeypatch):
     assert pair.tokenizer.get_vocab() == tok.get_vocab()
     report = preflight(pair.student, pair.teacher, pair.tokenizer, pair.teacher_tokenizer)
     assert report.tokenizer_size == len(tok)
+
+
+def test_qwen3_configs_are_the_published_shapes():
+    """The offline configurations match the memory estimator's published shapes (596 M and
+    1,721 M parameters at 28 layers), and stop like the hub's generation config."""
+    from opd_lib.lab.memory import QWEN3_0_6B, QWEN3_1_7B, ModelShape
+    from opd_lib.models import QWEN3_CONFIGS, QWEN3_GENERATION_STOP
+
+    for name, shape in (("Qwen/Qwen3-0.6B", QWEN3_0_6B), ("Qwen/Qwen3-1.7B", QWEN3_1_7B)):
+        assert ModelShape.from_config(QWEN3_CONFIGS[name]) == shape
+    assert round(QWEN3_0_6B.n_params() / 1e6) == 596
+    assert round(QWEN3_1_7B.n_params() / 1e6) == 1721
+    assert QWEN3_GENERATION_STOP == (151_645, 151_643)
+
+
+def test_qwen3_offline_builds_the_real_width_seeded():
+    from opd_lib.models import qwen3_offline
+
+    torch.manual_seed(5)
+    a = qwen3_offline("Qwen/Qwen3-0.6B", layers=1, seed=3, dtype=torch.bfloat16)
+    after = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(1))  # the global RNG is untouched
+    c = a.config
+    shape = (c.vocab_size, c.hidden_size, c.num_attention_heads, c.head_dim)
+    assert shape == (151_936, 1024, 16, 128)
+    assert c.num_hidden_layers == 1 and a.lm_head.weight is a.model.embed_tokens.weight
+    assert a.lm_head.weight.dtype == torch.bfloat16
+    assert float(a.lm_head.weight.float().std()) == pytest.approx(0.02, rel=0.01)
+    assert a.generation_config.eos_token_id == [151_645, 151_643]
+    with pytest.raises(ValueError, match="name"):
+        qwen3_offline("Qwen/Qwen3-8B")
+
+
+def test_restrict_logits_masks_padding_and_folds_the_stop_ids(tok):
+    """A model with 6 padded logits and a second stop id: sampling never draws a padded id or the
+    second stop; the EOS logit becomes logsumexp of both stops, so the probability of stopping
+    is unchanged; a vocabulary without either is left alone."""
+    from opd_lib.models import restrict_logits
+    from opd_lib.sampling import completion_mask, sample_completions
+
+    n, eos, other = len(tok), tok.eos_token_id, tok.pad_token_id
+    model = tiny_qwen3(tok, layers=1, hidden=16, vocab_size=n + 6).eval()
+    with torch.no_grad():  # make the padded ids and the second stop the likeliest tokens
+        model.lm_head.weight[n:] *= 50
+        model.lm_head.weight[other] *= 20
+    ids = torch.tensor([[3, 4, 5]])
+    with torch.no_grad():
+        raw = model(ids).logits[0, -1]
+    assert restrict_logits(model, n, (eos, other))
+    with torch.no_grad():
+        got = model(ids).logits[0, -1]
+    lowest = torch.finfo(got.dtype).min
+    assert raw.argmax() >= n and got.argmax() < n
+    assert (got[n:] == lowest).all() and got[other] == lowest
+    stop = torch.logsumexp(raw[[eos, other]], 0)
+    assert got[eos] == pytest.approx(stop.item(), abs=1e-5)
+    keep = [i for i in range(n) if i not in (eos, other)]
+    assert torch.equal(got[keep], raw[keep])
+    gen, prompts = torch.Generator().manual_seed(0), ids.repeat(8, 1)
+    samples = sample_completions(model, prompts, torch.ones_like(prompts), 12, 1.0, gen, eos, other)
+    drawn = samples[completion_mask(samples, eos)]  # what was sampled (pad only after the EOS)
+    assert drawn.max() < n and not (drawn == other).any()
+    assert restrict_logits(model, n, (eos, other))  # idempotent
+    with pytest.raises(ValueError, match="already"):
+        restrict_logits(model, n - 1, (eos,))
+    plain = tiny_qwen3(tok, layers=1, hidden=16)
+    assert not restrict_logits(plain, n, (eos,))  # nothing to restrict: no hook

@@ -151,3 +151,52 @@ def test_per_token_forward_kl():
     torch.testing.assert_close(kl, expected)
     assert (kl > 0).all()
     assert per_token_forward_kl(teacher, teacher).abs().max() < 1e-6
+
+
+# ----------------------------------------------------------------- the run-level checks (hub)
+
+
+@pytest.fixture(scope="module")
+def qwen_pair():
+    """Two tiny models over the real Qwen3 tokenizer (151,669 ids; hidden 16: cheap)."""
+    from opd_lib.lab.tokenizers import qwen3_tokenizer
+
+    qwen = qwen3_tokenizer()
+    small = dict(layers=1, hidden=16, heads=2)
+    return tiny_qwen3(qwen, seed=0, **small), tiny_qwen3(qwen, seed=1, **small), qwen
+
+
+def test_check_run_passes_a_matching_hub_pair(qwen_pair):
+    from opd_lib.lab.config import Config
+    from opd_lib.lab.preflight import check_run
+
+    student, teacher, qwen = qwen_pair
+    config = Config(model="hub", task="gsm8k", max_prompt_tokens=64, memory_budget_gib=8.0)
+    passed = check_run(config, student, teacher, qwen, qwen, ["What is 2 + 3?"], 32)
+    assert any("thinking off" in p for p in passed)
+    assert any("the longest" in p for p in passed) and any("within 8 GiB" in p for p in passed)
+
+
+def test_check_run_refuses_long_prompts_thinking_on_and_what_does_not_fit(qwen_pair):
+    from opd_lib.lab.config import Config
+    from opd_lib.lab.preflight import PreflightError, check_run
+
+    student, teacher, qwen = qwen_pair
+    hub = dict(model="hub", task="gsm8k")
+    long = ["word " * 80, "short"]
+    with pytest.raises(
+        PreflightError, match=r"1 of 2 prompts are longer than max_prompt_tokens=64"
+    ):
+        check_run(Config(**hub, max_prompt_tokens=64), student, teacher, qwen, qwen, long)
+    # a teacher template that ignores enable_thinking: same probe chat, another GSM8K prompt
+    thinking = copy.deepcopy(qwen)
+    thinking.chat_template = qwen.chat_template.replace("enable_thinking", "thinking_switch")
+    with pytest.raises(PreflightError, match="render the same prompt differently"):
+        check_run(Config(**hub), student, teacher, qwen, thinking)
+    # a 6 GiB card and completions of 400k tokens: refused, naming the largest component (the
+    # evaluation KL block) and the hub preset that fits 6 GiB
+    config = Config(**hub, memory_budget_gib=6.0)
+    with pytest.raises(
+        MemoryError, match=r"largest component: eval_scoring.*fit 6 GiB: \['colab-t4'\]"
+    ):
+        check_run(config, student, teacher, qwen, qwen, ["hi"], 400_000)

@@ -123,13 +123,21 @@ SOLUTION = (
 
 
 def test_gsm8k_answer_extraction_and_checker():
+    """Strict by default (the robust extractor of ``opd_lib.lab.gsm8k``): an answer counts only
+    when stated (``\\boxed{}``, a ``#### <number>`` line, "answer is"); ``lenient`` adds the
+    last number of an unformatted text."""
     assert extract_gsm8k_answer(SOLUTION) == "72"
-    assert extract_gsm8k_answer("so the total is #### 1,234") == "1234"
+    assert extract_gsm8k_answer("so the total is\n#### 1,234") == "1234"
+    assert extract_gsm8k_answer("so the total is #### 1,234") is None  # not a #### line
     assert extract_gsm8k_answer("#### -5") == "-5"
     assert extract_gsm8k_answer("The answer is 3.50 dollars.") == "3.5"
-    assert extract_gsm8k_answer("We get 12 apples, then 7.") == "7"  # model output: last number
-    assert extract_gsm8k_answer("no numbers here") is None
-    assert gsm8k_correct("... so she has 72 clips.", "72")
+    assert extract_gsm8k_answer("The answer is \\boxed{12}.\n\nCheck: 12 + 30 = 42") == "12"
+    assert extract_gsm8k_answer("#### Step 1: add\n42 - 30 = 12") is None  # a heading
+    assert extract_gsm8k_answer("We get 12 apples, then 7.") is None  # no stated answer
+    assert extract_gsm8k_answer("We get 12 apples, then 7.", lenient=True) == "7"
+    assert extract_gsm8k_answer("no numbers here", lenient=True) is None
+    assert not gsm8k_correct("... so she has 72 clips.", "72")
+    assert gsm8k_correct("... so she has 72 clips.", "72", lenient=True)
     assert gsm8k_correct("#### 72.0", "72")
     assert not gsm8k_correct("#### 71", "72")
     ex = gsm8k_example("How many clips?", SOLUTION)

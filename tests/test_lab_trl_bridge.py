@@ -68,6 +68,8 @@ def test_config_mapping_and_the_lab_prompt_order(setup):
     assert args.fp16 and not args.bf16 and args.gradient_checkpointing
     assert args.gradient_accumulation_steps == t4["batch_size"] // t4["micro_batch_size"]
     assert lora["r"] == 16 and "down_proj" in lora["target_modules"]
+    _, _, attention_only = trl_distillation_args(t4 | {"lora_modules": ("q_proj", "v_proj")}, task)
+    assert attention_only["target_modules"] == ["q_proj", "v_proj"]  # the run's modules
 
 
 @pytest.mark.parametrize(

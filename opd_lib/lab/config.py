@@ -134,6 +134,9 @@ class Config:
     # with this probability, by the environment, in the student's training samples / in evaluation
     rollout_noise: float = _f(0.0, "run", unit=True, flag=True)
     eval_noise: float = _f(0.0, "run", unit=True, flag=True)
+    # share of the data's training traces with one step broken and recovered after (DART-style
+    # off-policy data that covers post-slip states; the broken prefix is context, not target)
+    data_perturb: float = _f(0.0, "run", unit=True, flag=True, methods=("sft", "kd", "gkd"))
     # prompts sampled and scored at once in evaluation (memory, not the evaluation set, sets it)
     eval_micro_batch_size: int = _f(64, "run", positive=True, resumable=True)
     # method knobs
@@ -151,6 +154,9 @@ class Config:
     beta: float = _f(0.5, "run", unit=True, flag=True, methods=("gkd", "opsd"))
     opd_estimator: str = _f("full", "run", choices=("full", "sampled"), flag=True, methods=("opd",))
     group_size: int = _f(4, "run", flag=True, methods=("rl",))  # rl
+    # rl: weight of a KL anchor to the initial student, DeepSeekMath's k3 estimate per sampled
+    # token (0: none)
+    rl_kl: float = _f(0.0, "run", flag=True, methods=("rl",))
     opsd_teacher: str = _f(
         "live", "run", choices=("live", "frozen", "ema"), flag=True, methods=("opsd",)
     )
@@ -202,6 +208,10 @@ class Config:
                 f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size "
                 f"({self.micro_batch_size})"
             )
+        if self.rl_kl < 0 or not math.isfinite(self.rl_kl):
+            raise ValueError(f"rl_kl must be a finite number >= 0, got {self.rl_kl}")
+        if self.data_perturb and self.task != "sum":
+            raise ValueError("data_perturb breaks running-sum steps: it needs task='sum'")
         if self.method == "rl" and self.group_size < 2:
             raise ValueError(f"rl needs group_size >= 2, got {self.group_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -217,9 +227,8 @@ class Config:
             raise ValueError("LoRA needs lora_alpha > 0 and at least one module in lora_modules")
         if self.memory_budget_gib < 0 or self.memory_overhead_gib < 0:
             raise ValueError("memory_budget_gib and memory_overhead_gib must be >= 0")
-        if self.precision in ("bf16-amp", "fp16-amp") and self.lora_rank == 0 and (
-            self.dtype != "float32"
-        ):
+        amp = self.precision in ("bf16-amp", "fp16-amp")
+        if amp and self.lora_rank == 0 and self.dtype != "float32":
             raise ValueError(
                 f"precision={self.precision!r} keeps float32 master weights: load the student "
                 f"with dtype='float32' (got {self.dtype!r}) or train LoRA adapters"

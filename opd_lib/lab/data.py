@@ -11,6 +11,7 @@ import torch
 
 from opd_lib import lm
 from opd_lib.lab.config import Config
+from opd_lib.lab.gsm8k import MAX_NEW_TOKENS
 from opd_lib.lab.tasks import (
     Example,
     Reverse,
@@ -87,12 +88,12 @@ def make_task(c: Config) -> Task:
 
 
 def auto_max_new_tokens(c: Config, tokenizer) -> int:
-    """``c.max_new_tokens``, or when it is 0: 256 for GSM8K, else the longest training trace's
-    token count plus 3."""
+    """``c.max_new_tokens``, or when it is 0: ``opd_lib.lab.gsm8k.MAX_NEW_TOKENS`` (512) for
+    GSM8K, else the longest training trace's token count plus 3."""
     if c.max_new_tokens:
         return c.max_new_tokens
-    if c.task != "sum":
-        return 256
+    if c.task == "gsm8k":
+        return MAX_NEW_TOKENS
     longest = make_task(c).sample(random.Random(0), c.max_len)
     return len(tokenizer(longest.completion, add_special_tokens=False)["input_ids"]) + 3
 

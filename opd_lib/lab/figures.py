@@ -6,7 +6,23 @@ import re
 import statistics
 from pathlib import Path
 
-__all__ = ["report_figures"]
+__all__ = ["accuracy_label", "report_figures"]
+
+
+def accuracy_label(runs: list[dict]) -> str:
+    """What the runs' accuracy is: greedy (eval temperature 0) or sampled at the temperature,
+    with the execution noise if any (from each run's ``config.json``; review: never call sampled
+    accuracy greedy)."""
+    temps = {r.get("eval_temperature") for r in runs}
+    noises = {r.get("eval_noise") or 0.0 for r in runs}
+    if len(temps) != 1 or None in temps:
+        what = "accuracy (evaluation temperature differs or unknown)"
+    else:
+        t = temps.pop()
+        what = "greedy accuracy" if t == 0 else f"accuracy sampled at temperature {t:g}"
+    if noises != {0.0}:
+        what += f", noise {'/'.join(f'{n:g}' for n in sorted(noises))}"
+    return what
 
 
 def report_figures(runs: list[dict], out: Path) -> list[str]:
@@ -19,6 +35,7 @@ def report_figures(runs: list[dict], out: Path) -> list[str]:
 
     groups = sorted({r["group"] for r in runs})
     colors = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
+    label_y = accuracy_label(runs)
     paths = []
     for xkey, fname, xlabel in (
         ("step", "report_acc_steps.png", "optimizer step"),
@@ -35,7 +52,7 @@ def report_figures(runs: list[dict], out: Path) -> list[str]:
         if xkey == "flops":
             ax.set_xscale("symlog")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("greedy accuracy (mean over chain lengths)")
+        ax.set_ylabel(f"{label_y}\n(mean over chain lengths)", fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -56,7 +73,7 @@ def report_figures(runs: list[dict], out: Path) -> list[str]:
             ]
             ax.plot(lengths, means, marker="o", color=colors[g], label=g)
         ax.set_xlabel("chain length (digits)")
-        ax.set_ylabel("final greedy accuracy")
+        ax.set_ylabel(f"final {label_y}", fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7)
         fig.tight_layout()

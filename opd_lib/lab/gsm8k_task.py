@@ -20,15 +20,15 @@ from opd_lib.lab.gsm8k import (
 from opd_lib.lab.task_types import Example, Verdict, render_prompt
 
 
-def extract_gsm8k_answer(text: str, lenient: bool = True) -> str | None:
+def extract_gsm8k_answer(text: str, lenient: bool = False) -> str | None:
     """The final answer of a GSM8K solution, normalised (``opd_lib.lab.gsm8k.extract_answer``:
-    ``\\boxed{}``, then a ``#### <number>`` line, then "answer is <number>"). ``lenient`` (the
-    default of this older entry point) also accepts the last number of an unformatted text;
-    :class:`GSM8K` scores strictly (``lenient=False``: no stated answer, no credit)."""
+    the last complete ``\\boxed{}``, then a ``#### <number>`` line, then "answer is <number>");
+    ``None`` when no answer is stated (no credit, as :class:`GSM8K` scores). ``lenient`` also
+    accepts the last number of an unformatted text (e.g. for base models)."""
     return extract_answer(text, lenient=lenient)
 
 
-def gsm8k_correct(text: str, answer: str, lenient: bool = True) -> bool:
+def gsm8k_correct(text: str, answer: str, lenient: bool = False) -> bool:
     """Whether ``text``'s extracted final answer equals ``answer`` (numerically, rel. tol 1e-6)."""
     return same_number(extract_gsm8k_answer(text, lenient), answer)
 

@@ -33,6 +33,7 @@ from opd_lib.lm import (
     head_params,
     token_logprobs,
 )
+from opd_lib.models import restricted_tokens
 from opd_lib.opsd import clip_per_token, clip_pointwise, gather_positions
 from opd_lib.pg import per_token_reverse_kl_reward
 
@@ -46,6 +47,7 @@ __all__ = [
     "fusable",
     "hinted_side",
     "loss_for",
+    "scored_head",
 ]
 
 Stats = dict[str, float]
@@ -66,8 +68,20 @@ def completion_side(model, roll: Rollout | Batch, fused: bool):
     its :class:`Hidden` there (:func:`opd_lib.lm.completion_hidden`; no logits built)."""
     seqs = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids)
     if fused:
-        return Hidden(completion_hidden(model, *seqs), *head_params(model))
+        return Hidden(completion_hidden(model, *seqs), *scored_head(model))
     return completion_logits(model, *seqs)
+
+
+def scored_head(model) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LM head's ``(weight, bias)`` cut to the tokenizer's tokens when the model's logits are
+    restricted (:func:`opd_lib.models.restrict_logits`): the padded rows (Qwen3: 267 of 151,936)
+    are never scored. The fused path does not fold the extra stop ids into EOS as the restricted
+    logits do, so it scores the same tokens with ``<|endoftext|>`` and ``<|im_end|>`` apart."""
+    weight, bias = head_params(model)
+    n = restricted_tokens(model)
+    if n is None:
+        return weight, bias
+    return weight[:n], None if bias is None else bias[:n]
 
 
 def hinted_side(model, roll: Rollout, fused: bool):
@@ -75,7 +89,7 @@ def hinted_side(model, roll: Rollout, fused: bool):
     (``roll.teacher_pos``): logits ``[B, C, V]`` or, ``fused``, hidden states gathered alike."""
     forward = forward_hidden if fused else forward_logits
     out = gather_positions(forward(model, roll.teacher_ids, roll.teacher_attn), roll.teacher_pos)
-    return Hidden(out, *head_params(model)) if fused else out
+    return Hidden(out, *scored_head(model)) if fused else out
 
 
 def divergence(student, teacher, kind: str, beta: float, mask, reduction: str = "none"):
@@ -153,8 +167,17 @@ def per_token_opd_sampled(logits, roll: Rollout, teacher, c: Config) -> tuple[to
 
 def per_token_rl(logits, roll: Rollout, teacher, c: Config) -> tuple[torch.Tensor, Stats]:
     """GRPO with one on-policy update (Chapter 2; the PPO ratio is 1): ``-A_i log p_S(y_t)`` with
-    the group-normalised advantage ``A_i`` of the whole sample."""
-    return -roll.advantages.unsqueeze(-1) * token_logprobs(logits, roll.completion_ids), {}
+    the group-normalised advantage ``A_i`` of the whole sample; with ``rl_kl > 0`` plus
+    ``rl_kl * (exp(r) - r - 1)``, ``r = log p_ref(y_t) - log p_S(y_t)``, the k3 estimate of
+    ``KL(p_S || p_ref)`` to the initial student ``teacher()`` (DeepSeekMath, Shao et al. 2024,
+    eq. 4)."""
+    logp = token_logprobs(logits, roll.completion_ids)
+    loss = -roll.advantages.unsqueeze(-1) * logp
+    if not c.rl_kl:
+        return loss, {}
+    log_ratio = token_logprobs(teacher(), roll.completion_ids) - logp
+    k3 = log_ratio.exp() - log_ratio - 1
+    return loss + c.rl_kl * k3, {"divergence_sum": k3.detach()[roll.mask].sum().item()}
 
 
 def per_token_opsd(logits, roll: Rollout, teacher, c: Config) -> tuple[torch.Tensor, Stats]:

@@ -166,7 +166,9 @@ def _loss_bytes(s: ModelShape, t: ModelShape | None, rows: int, seq: int, comple
                 b: int, t_b: int, fused: bool, chunk: int, attn: str, grads: bool = True,
                 ) -> int:  # fmt: skip
     """Transients of the loss (or, ``grads=False``, of the evaluation's KL) on ``rows``
-    sequences: fused, ``[N, H]`` hidden states and ``[chunk, V]`` scratch; unfused, the full
+    sequences: fused, ``[N, H]`` hidden states and ``[chunk, V]`` scratch (8 x 64 = 512 rows of
+    ``V``, the measured peak of the 64-token kernel; the auto-sized kernel holds 2 x 256 + 12 =
+    524 rows from about 2,000 tokens on, within 3 % of it); unfused, the full
     logits and float32 ``[M, V]`` arrays for the ``M`` scored tokens: 8 with gradients (measured,
     ``benchmarks/memory_estimate.py``), 9 without (the two kinds of KL one after the other:
     6.6 MB per token measured at V = 151,936, 2 of the 10.9 arrays being the logits);

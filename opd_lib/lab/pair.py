@@ -126,10 +126,10 @@ def prepare_pair(config: Config, cache_dir: str | Path | None = None) -> ModelPa
     3. ``student``: from scratch, or from the finished teacher (``student_from_teacher``), the
        student warms up for ``student_init_steps`` on chains up to ``student_init_max_len``
        written with a ``student_noise`` step error rate (``RunningSum.sloppy``), or, for a
-       ``student_init_hint_frac`` share, clean traces with the hint (the same trace) in the
-       prompt (a ``student_init_hint_perturb`` share of them with one step broken and recovered
-       after), so that its hinted self can teach in OPSD; mixed with the retention task (the
-       rest of ``student_init_task_frac``).
+       ``student_init_hint_frac`` share, clean traces of every length (no curriculum) with the
+       hint (the same trace) in the prompt (a ``student_init_hint_perturb`` share of them with
+       one step broken and recovered after), so that its hinted self can teach in OPSD; mixed
+       with the retention task (the rest of ``student_init_task_frac``).
     """
     pair = build_pair(config)
     if config.model == "hub":
@@ -154,14 +154,13 @@ def prepare_pair(config: Config, cache_dir: str | Path | None = None) -> ModelPa
     def student_sample(rng: random.Random, done: float) -> Example:
         if rng.random() >= c.student_init_task_frac:
             return retention.sample(rng)
-        ex = warm_chain(rng, done)
         if rng.random() < c.student_init_hint_frac:  # the hint shows the clean trace: copy it
+            ex = warm.sample(rng)  # at every length from the start: copying is not learnt short
             hinted = dataclasses.replace(ex, prompt=ex.hinted_prompt())
-            # (no draw at 0: a pair prepared before this knob existed is reproduced exactly)
-            if c.student_init_hint_perturb and rng.random() < c.student_init_hint_perturb:
+            if rng.random() < c.student_init_hint_perturb:
                 return warm.perturbed(hinted, rng)  # the hint shows how to recover, too
             return hinted
-        return warm.sloppy(ex, rng, c.student_noise)
+        return warm.sloppy(warm_chain(rng, done), rng, c.student_noise)
 
     def stage(name, model, start, sample, steps, lr, seed_offset) -> dict:
         """Load ``model`` from the stage's cache file, or train it from ``start`` and save it;

@@ -68,17 +68,32 @@ def require_float32_master(model: torch.nn.Module, lr: float, dtype_bits: int = 
 class MixedPrecision:
     """Autocast + (for fp16) a gradient scaler around a float32-master optimizer.
 
-    ``dtype``: ``torch.bfloat16``, ``torch.float16`` or ``None`` (plain float32). Usage per
-    optimizer step: for each micro-batch ``with mp.autocast(): loss = ...`` then
-    ``mp.backward(loss)``; then ``grad_norm = mp.step(optimizer, params, grad_clip)``.
+    ``dtype``: ``torch.bfloat16``, ``torch.float16`` or ``None`` (no autocast: float32, or pure
+    half precision where ``master_fp32=False``). Usage per optimizer step: for each micro-batch
+    ``with mp.autocast(): loss = ...`` then ``mp.backward(loss)``; then
+    ``grad_norm = mp.step(optimizer, params, grad_clip)``, or its two halves
+    ``unscale_and_clip`` and ``apply`` with a check of the norm in between.
     """
 
-    def __init__(self, device: str | torch.device, dtype: torch.dtype | None) -> None:
+    def __init__(
+        self, device: str | torch.device, dtype: torch.dtype | None, master_fp32: bool = True
+    ) -> None:
         if dtype not in (torch.bfloat16, torch.float16, None):
             raise ValueError(f"dtype must be torch.bfloat16, torch.float16 or None, got {dtype}")
         self.device_type = torch.device(device).type
         self.dtype = dtype
+        self.master_fp32 = master_fp32
         self.scaler = torch.amp.GradScaler(self.device_type) if dtype == torch.float16 else None
+
+    @classmethod
+    def for_precision(cls, precision: str, device: str | torch.device) -> MixedPrecision:
+        """The lab's ``Config.precision``: ``"fp32"`` (plain), ``"bf16-amp"``, ``"fp16-amp"``
+        (autocast, fp16 with a scaler) or ``"bf16"`` (pure half precision: no autocast, no
+        float32 check; see :func:`require_float32_master`)."""
+        dtypes = {"fp32": None, "bf16-amp": torch.bfloat16, "fp16-amp": torch.float16, "bf16": None}
+        if precision not in dtypes:
+            raise ValueError(f"precision must be one of {tuple(dtypes)}, got {precision!r}")
+        return cls(device, dtypes[precision], master_fp32=precision != "bf16")
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -91,28 +106,50 @@ class MixedPrecision:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
+    def unscale_and_clip(
+        self, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], grad_clip: float
+    ) -> float:
+        """Unscale the gradients (fp16) and clip them to ``grad_clip`` (0: off); returns their
+        norm before clipping (not finite when they overflowed or are NaN)."""
+        params = [p for p in params if p.grad is not None]
+        if self.master_fp32:
+            for p in params:
+                if p.dtype != torch.float32:
+                    raise ValueError(
+                        f"a trainable parameter is {p.dtype}: master weights must be fp32"
+                    )
+        if self.scaler:
+            self.scaler.unscale_(optimizer)
+        if grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(params, grad_clip).item()
+        return torch.nn.utils.get_total_norm([p.grad for p in params]).item()
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Step and zero the gradients; returns False when the scaler skipped the step (fp16
+        gradients that overflowed; the scale backs off) and True otherwise."""
+        if self.scaler:
+            scale = self.scaler.get_scale()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            applied = self.scaler.get_scale() >= scale  # update() backs off only after a skip
+        else:
+            optimizer.step()
+            applied = True
+        optimizer.zero_grad(set_to_none=True)
+        return applied
+
     def step(
         self, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], grad_clip: float
     ) -> float:
         """Unscale (fp16), clip to ``grad_clip`` (0: off), step, zero the gradients; returns the
         gradient norm before clipping (``inf``/``nan`` when an fp16 step was skipped)."""
-        params = [p for p in params if p.grad is not None]
-        for p in params:
-            if p.dtype != torch.float32:
-                raise ValueError(f"a trainable parameter is {p.dtype}: master weights must be fp32")
-        if self.scaler:
-            self.scaler.unscale_(optimizer)
-        if grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, grad_clip).item()
-        else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item()
-        if self.scaler:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        norm = self.unscale_and_clip(optimizer, params, grad_clip)
+        self.apply(optimizer)
         return norm
+
+    def scale(self) -> float:
+        """The loss scale (1.0 without a scaler)."""
+        return self.scaler.get_scale() if self.scaler else 1.0
 
     def state_dict(self) -> dict:
         """The scaler's state (for checkpoints; empty without one)."""

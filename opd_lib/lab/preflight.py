@@ -4,6 +4,10 @@ Per-token distillation compares the teacher's and the student's next-token distr
 same positions, so both must read the same token ids, stop on the same token, pad with the same
 token, render conversations the same way and produce logits over the same id range. None of these
 mismatches raises an error by itself: the loss is simply computed on the wrong things.
+
+:func:`check_run` adds what a lab run needs before its first step: thinking mode off and one
+rendered GSM8K prompt for both models, no prompt over ``max_prompt_tokens``, and an estimated
+peak memory within ``memory_budget_gib`` (``opd_lib.lab.memory``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from opd_lib.divergences import token_divergence
+from opd_lib.lab.memory import ModelShape, estimate_for_settings, refuse_if_too_big
+from opd_lib.lab.presets import HUB_PRESETS
+from opd_lib.lab.tasks import check_same_template, render_prompt
 
 __all__ = [
     "DEFAULT_PROBE_CONVERSATION",
@@ -23,6 +30,7 @@ __all__ = [
     "PaddedVocabularyWarning",
     "PreflightError",
     "PreflightReport",
+    "check_run",
     "per_token_forward_kl",
     "preflight",
     "sanity_check",
@@ -281,6 +289,65 @@ def preflight(
         warnings=tuple(notes),
         sanity_max_kl=sanity_kl,
     )
+
+
+def check_run(
+    config,
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    teacher_tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str] = (),
+    max_new_tokens: int | None = None,
+) -> tuple[str, ...]:
+    """:func:`preflight` (without the padded-vocabulary warning: the lab's trainer masks those
+    logits, ``opd_lib.models.restrict_logits``), then the run-level checks of a lab ``config`` (a
+    ``Config``); returns what passed.
+
+    * GSM8K: :func:`opd_lib.lab.tasks.check_same_template` (both tokenizers render the same
+      prompt, with thinking off);
+    * ``max_prompt_tokens > 0``: every rendered user message of ``prompts`` fits it;
+    * ``memory_budget_gib > 0``: :func:`opd_lib.lab.memory.estimate_for_settings` at the two
+      models' shapes, with the longest prompt and ``max_new_tokens`` (the resolved completion
+      budget), must fit the budget (else ``MemoryError`` naming the largest component and the
+      hub presets that fit).
+
+    Raises :class:`PreflightError` for the first two."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PaddedVocabularyWarning)
+        passed = list(preflight(student, teacher, tokenizer, teacher_tokenizer).checks)
+    if config.task == "gsm8k":
+        try:
+            check_same_template(tokenizer, teacher_tokenizer)
+        except ValueError as e:
+            raise PreflightError([str(e)]) from e
+        passed.append("thinking off; student and teacher render the same GSM8K prompt")
+    longest = 0
+    if prompts and (config.max_prompt_tokens or config.memory_budget_gib > 0):
+        texts = [render_prompt(tokenizer, p) for p in prompts]
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        longest = max(lengths)
+        limit = config.max_prompt_tokens
+        if limit and longest > limit:
+            over = sum(n > limit for n in lengths)
+            raise PreflightError([
+                f"{over} of {len(lengths)} prompts are longer than max_prompt_tokens={limit} "
+                f"(the longest has {longest} tokens): raise max_prompt_tokens (the memory "
+                "estimate grows with it) or leave those prompts out"
+            ])  # fmt: skip
+        passed.append(f"{len(lengths)} prompts, the longest {longest} tokens")
+    if config.memory_budget_gib > 0:
+        settings = config.to_dict() | {
+            "max_prompt_tokens": config.max_prompt_tokens or longest or 256,
+            "max_new_tokens": max_new_tokens or config.max_new_tokens or 512,
+        }
+        shapes = [ModelShape.from_config(m.config) for m in (student, teacher)]
+        estimate = estimate_for_settings(settings, *shapes)
+        refuse_if_too_big(estimate, config.memory_budget_gib, HUB_PRESETS)
+        passed.append(
+            f"estimated peak {estimate.gib()['total']} GiB within {config.memory_budget_gib:g} GiB"
+        )
+    return tuple(passed)
 
 
 def per_token_forward_kl(

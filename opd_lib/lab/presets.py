@@ -3,21 +3,25 @@
 * ``full``  the lab chapter's committed results on a laptop CPU (one thread per run): a 2-layer
   teacher learns the tagged running sum from scratch and then to recover from broken steps; the
   student starts from that teacher and is made *sloppy* (SFT on traces with a 10 % step error
-  that it carries forward), so it has a steady per-step error, the habit of building on its own
-  mistakes (its recovery is unlearned), and a retention task (string reversal) to forget. Runs
-  are 100 steps, evaluated on the policy's own samples (temperature 1).
+  that it carries forward, so its recovery is unlearned), learns a retention task (string
+  reversal) to forget, and half its warm-up chains come with the hint (the clean trace in the
+  prompt; half of those broken at one step and recovered after) so that its hinted self can
+  teach in OPSD. Runs are short; evaluation is greedy under execution noise (a written digit
+  replaced with probability 0.1, :mod:`opd_lib.lab.noise`), 96 prompts per chain length 2-6.
+  Sized so that ``python -m opd_lib.lab experiments --preset full`` regenerates everything,
+  pair included, in about 15-20 minutes on two CPU cores (``results/lab/full/README.md``).
 * ``tiny``  the same recipe shrunk to seconds: CI, tests and the book's smoke run.
 * ``gpu``   ``full`` scaled up for one GPU: wider and deeper models, longer chains, more steps.
 * ``colab-t4``, ``a100``, ``h100``: ``Qwen/Qwen3-0.6B`` distilled from ``Qwen/Qwen3-1.7B`` on
   GSM8K, each sized by :func:`opd_lib.lab.memory.estimate_for_settings` to fit its card (``hub``
   is an alias of ``colab-t4``, the free Colab GPU):
 
-  - ``colab-t4`` (16 GB, budget 15 GiB): no bf16 hardware on sm_75, so fp16: the student's
-    frozen base and the teacher in fp16, LoRA adapters (rank 16 on every linear layer, through
-    ``peft``) in float32 under fp16 autocast with a gradient scaler, gradient checkpointing. A
-    full fine-tune with float32 master weights does not fit next to the teacher. LoRA's learning
-    rate is about 10x a full fine-tune's ("LoRA Without Regret", Schulman et al., Thinking
-    Machines, 2025): 1e-5 against 1e-6.
+  - ``colab-t4`` (16 GB card, 14.7 GiB usable; budget 14.5 GiB): no bf16 hardware on sm_75, so
+    fp16: the student's frozen base and the teacher in fp16, LoRA adapters (rank 16 on every
+    linear layer, through ``peft``) in float32 under fp16 autocast with a gradient scaler,
+    gradient checkpointing. A full fine-tune with float32 master weights does not fit next to
+    the teacher. LoRA's learning rate is about 10x a full fine-tune's ("LoRA Without Regret",
+    Schulman et al., Thinking Machines, 2025): 1e-5 against 1e-6.
   - ``a100`` (40 GB, budget 38 GiB): full fine-tune, float32 master weights and AdamW state,
     bf16 autocast, the teacher in bf16. ``h100`` (80 GB, budget 76 GiB): the same, twice the
     micro-batch.
@@ -39,13 +43,15 @@ from opd_lib.lab.gsm8k import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS
 __all__ = ["ALIASES", "HUB_PRESETS", "PRESETS", "preset"]
 
 _FULL: dict[str, Any] = dict(
-    # task and evaluation
+    # task and evaluation: greedy, under execution noise, 96 prompts per chain length
     trace_style="tagged",
     min_len=2,
     max_len=6,
-    eval_lengths=(2, 4, 6),
-    eval_size=48,
-    eval_temperature=1.0,
+    eval_lengths=(2, 3, 4, 5, 6),
+    eval_size=96,
+    eval_temperature=0.0,
+    eval_noise=0.1,
+    eval_micro_batch_size=512,  # the main sets in one batch: fewer, larger forwards on a CPU
     retention_min_len=2,
     retention_max_len=4,
     # the pair: teacher from scratch (curriculum, warm-up + cosine), then recovery; sloppy student
@@ -62,17 +68,18 @@ _FULL: dict[str, Any] = dict(
     init_batch_size=32,
     student_from_teacher=True,
     student_noise=0.1,
-    student_init_steps=600,
+    student_init_steps=800,
     student_init_max_len=6,
     student_init_task_frac=0.5,
-    student_init_hint_frac=0.2,
+    student_init_hint_frac=0.5,
+    student_init_hint_perturb=0.5,
     # the runs
-    steps=100,
+    steps=40,
     batch_size=16,
     micro_batch_size=16,
     group_size=4,
     lr=1e-3,
-    eval_every=20,
+    eval_every=10,
     checkpoint_every=20,
     threads=1,
 )
@@ -151,7 +158,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         micro_batch_size=2,
         eval_micro_batch_size=8,
         lr=1e-5,  # LoRA: about 10x a full fine-tune's rate
-        memory_budget_gib=15.0,
+        memory_budget_gib=14.5,  # a T4 reports 14.7 GiB
     ),
     "a100": _HUB
     | dict(

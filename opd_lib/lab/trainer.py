@@ -7,11 +7,18 @@ without gradients, for the whole batch) -> split into micro-batches -> accumulat
 ``sum of per-token losses / total counted tokens of the whole batch`` -> stop on a non-finite
 loss or gradient -> clip -> optimizer step. Normalising by the batch's total token count (not
 each micro-batch's mean) makes gradient accumulation give exactly the gradient of one large batch.
+
+Precision (``opd_lib.lab.precision``): the models' forwards (and sampling) run under autocast
+(``bf16-amp``/``fp16-amp``) over float32 master weights; the losses are computed outside it, in
+float32 as the divergences do for half-precision inputs (autocast would push the fused
+divergence's own matmuls into half precision). With fp16 a gradient scaler multiplies the loss
+before backward and skips a step whose gradients overflowed (logged ``skipped``, not an error).
+The models are readied by ``opd_lib.lab.run_models`` (dtypes, LoRA, gradient checkpointing, the
+logits restricted to the tokenizer's tokens).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import random
@@ -29,10 +36,13 @@ from opd_lib.lab.checkpoint import load_checkpoint, rng_state, save_checkpoint, 
 from opd_lib.lab.config import Config, check_resumable, fused_on, refuse_foreign_checkpoint
 from opd_lib.lab.data import Rollout, auto_max_new_tokens, encode, eval_suite, make_task
 from opd_lib.lab.evaluate import evaluate, generate
+from opd_lib.lab.lora import frozen_copy, load_resume_state, resume_state
 from opd_lib.lab.losses import completion_side, entropy_sum, fusable, hinted_side, loss_for
 from opd_lib.lab.metrics import JsonlLogger, flops, n_params
 from opd_lib.lab.pair import prepare_pair, teacher_from_run
-from opd_lib.lab.preflight import preflight
+from opd_lib.lab.precision import MixedPrecision
+from opd_lib.lab.preflight import check_run
+from opd_lib.lab.run_models import evaluating, on_device, prepare_student, prepare_teacher
 from opd_lib.lab.tasks import Example, render_prompt
 from opd_lib.opsd import hinted_teacher_inputs
 from opd_lib.rl import group_advantages
@@ -71,15 +81,17 @@ class Trainer:
             refuse_foreign_checkpoint(c, self.out)
         self.pair, self.tok, self.device = pair, pair.tokenizer, pair.device
         self.student, self.teacher = pair.student, pair.teacher
-        self.teacher.requires_grad_(False)
-        self.student.requires_grad_(True)
+        # checkpoints hold these of the student (LoRA: the adapters) or, None, its whole state
+        self.saved = prepare_student(self.student, c, self.tok)
+        prepare_teacher(self.teacher, c, self.tok, self.device)  # (tokenizers: the preflight)
         self.student.zero_grad(set_to_none=True)  # no stale gradients from earlier training
+        self.mp = MixedPrecision.for_precision(c.precision, self.device)
         self.task = make_task(c)
         self.suite = eval_suite(c, self.task)  # fixed evaluation sets (every seed and method)
         self.max_new_tokens = auto_max_new_tokens(c, self.tok)
         self.loss_fn = loss_for(c)
         self.fused = fused_on(c.fused_divergence, self.student.config.vocab_size)
-        params = [p for p in self.student.parameters() if p.requires_grad]
+        self.params = params = [p for p in self.student.parameters() if p.requires_grad]
         if c.optimizer == "adamw":
             self.opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         else:
@@ -89,9 +101,15 @@ class Trainer:
         # the environment's execution noise in the student's samples (opd_lib.lab.noise)
         self.noise_gen = torch.Generator(device=self.device).manual_seed(c.seed + 1_000_003)
         torch.manual_seed(c.seed)
-        self.self_teacher = None  # OPSD's frozen or EMA self-teacher
+        self.self_teacher = None  # OPSD's frozen or EMA self-teacher (LoRA: shares the base)
         if c.method == "opsd" and c.opsd_teacher != "live":
-            self.self_teacher = copy.deepcopy(self.student).requires_grad_(False)
+            self.self_teacher = frozen_copy(self.student)
+            mine = dict(self.self_teacher.named_parameters())
+            self.ema_pairs = [(mine[n], p) for n, p in self.student.named_parameters()
+                              if p.requires_grad]  # fmt: skip
+        self.reference = None  # rl's KL anchor: the initial student (frozen before any resume)
+        if c.method == "rl" and c.rl_kl > 0:
+            self.reference = frozen_copy(self.student)
         self.n_student, self.n_teacher = n_params(self.student), n_params(self.teacher)
         self.step = 0
         # trained_tokens: prompt + completion tokens of the forward/backward passes
@@ -108,8 +126,13 @@ class Trainer:
         if c.skip_preflight:
             warnings.warn("skip_preflight: the teacher/student pair is not checked", stacklevel=2)
         else:
+            # the prompts the student answers (OPSD's hinted ones are its self-teacher's)
+            sets = [getattr(self.task, "examples", [])]
+            sets += [exs for name, exs in self.suite.sets.items() if name != "hinted"]
             teacher_tok = self.pair.teacher_tokenizer or self.tok
-            preflight(self.student, self.teacher, self.tok, teacher_tok)
+            prompts = [ex.prompt for exs in sets for ex in exs]
+            check_run(c, self.student, self.teacher, self.tok, teacher_tok, prompts,
+                      self.max_new_tokens)  # fmt: skip
         if self.step == 0:
             self.log({"type": "teacher", "step": 0, **self.evaluate(self.teacher, "teacher_")})
             self.log({"type": "eval", "step": 0, "flops": 0.0, **self.evaluate()})
@@ -127,44 +150,45 @@ class Trainer:
             if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                 self.save()
         if self.out is not None:  # the final weights alone, e.g. to serve as a teacher later
-            save_checkpoint(self.out / "student.pt", {"student": self.student.state_dict()})
+            save_checkpoint(self.out / "student.pt",
+                            {"student": resume_state(self.student, self.saved)})  # fmt: skip
         return self.history
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step; raises ``FloatingPointError`` (before the update, so no checkpoint
-        ever holds the state) if the loss or the gradient norm is not finite."""
+        ever holds the state) if the loss or the gradient norm is not finite, except an fp16 step
+        whose scaled gradients overflowed: the scaler skips it (``skipped`` in the record) unless
+        its scale has fallen below 1."""
         c = self.config
         t0 = time.perf_counter()
         self.student.train()
-        roll = self.rollout([self.task.sample(self.data_rng) for _ in range(c.batch_size)])
+        roll = self.rollout([self.draw() for _ in range(c.batch_size)])
         n_tokens = int(roll.mask.sum())  # the normaliser: ALL counted tokens of the batch
         rows = c.micro_batch_size * (c.group_size if c.method == "rl" else 1)
         loss, acc = 0.0, {}
         for start in range(0, roll.mask.shape[0], rows):
-            part_loss, stats = self.loss_sum(roll.rows(slice(start, start + rows)))
-            (part_loss / n_tokens).backward()
+            part_loss, stats = self.loss_sum(roll.rows(slice(start, start + rows)))  # autocast
+            self.mp.backward(part_loss / n_tokens)
             loss += part_loss.item() / n_tokens
             for k, v in stats.items():
                 acc[k] = acc.get(k, 0.0) + v
-        params = list(self.student.parameters())
-        if c.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip).item()
-            finite = math.isfinite(grad_norm)
-        else:
-            grad_norm = float("nan")
-            grads = [p.grad for p in params if p.grad is not None]
-            finite = math.isfinite(torch.nn.utils.get_total_norm(grads))
-        if not (math.isfinite(loss) and finite):
+        grad_norm = self.mp.unscale_and_clip(self.opt, self.params, c.grad_clip)
+        overflow = self.mp.scaler is not None and math.isfinite(loss)  # fp16: the scaler decides
+        if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflow)):
             self.opt.zero_grad(set_to_none=True)
             raise FloatingPointError(
                 f"step {self.step + 1}: non-finite loss ({loss}) or gradient; stopped before the "
                 f"update (the last checkpoint, if any, is from before step {self.step + 1})"
             )
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        skipped = not self.mp.apply(self.opt)
+        if skipped and self.mp.scale() < 1.0:
+            raise FloatingPointError(
+                f"step {self.step + 1}: fp16 gradients overflow even at loss scale "
+                f"{self.mp.scale():g}; the model is diverging (no update was applied)"
+            )
         if self.self_teacher is not None and c.opsd_teacher == "ema":
             with torch.no_grad():
-                for pt, ps in zip(self.self_teacher.parameters(), params, strict=True):
+                for pt, ps in self.ema_pairs:
                     pt.lerp_(ps, 1.0 - c.ema_decay)
         self.step += 1
         step_flops = acc["train_flops"] + acc["teacher_flops"] + roll.stats.get("gen_flops", 0.0)
@@ -179,6 +203,8 @@ class Trainer:
             "tokens_per_s": acc["trained_tokens"] / dt, "time_s": dt,
             "wall_s": self.totals["wall_s"],
         }  # fmt: skip
+        if self.mp.scaler is not None:
+            record |= {"skipped": skipped, "loss_scale": self.mp.scale()}
         if "divergence_sum" in acc:
             record["divergence"] = acc["divergence_sum"] / n_tokens
         for key in ("lam", "reward"):
@@ -229,12 +255,17 @@ class Trainer:
         divides by the whole batch's token count), and statistics (sums, not means). Fused: the
         student and teacher are ``losses.Hidden`` (hidden states + head), never ``[B, C, V]``."""
         fused = self.fused and fusable(self.config)  # a kd/gkd/opd/opsd divergence, fused on
-        student = completion_side(self.student, r, fused)
+        with self.mp.autocast():  # the forwards; the losses compute in float32 (divergences)
+            student = completion_side(self.student, r, fused)
+            stats = {"entropy_sum": entropy_sum(student, r.mask), "teacher_flops": 0.0}
         n_scored = int(r.prompt_mask.sum() + r.mask.sum())
-        stats = {"entropy_sum": entropy_sum(student, r.mask), "teacher_flops": 0.0}
 
         @torch.no_grad()
+        @self.mp.autocast()
         def teacher():  # computed (and its FLOPs counted) only if the loss asks
+            if self.config.method == "rl":  # GRPO's reference policy, for its KL anchor
+                stats["teacher_flops"] = flops(0, 0, scored={self.n_student: n_scored})
+                return completion_side(self.reference, r, False)
             if self.config.method == "opsd":  # the student itself (or its copy), shown a hint
                 model = self.student if self.self_teacher is None else self.self_teacher
                 n = {self.n_student: int(r.teacher_attn.sum())}
@@ -255,12 +286,13 @@ class Trainer:
         evaluation sets at ``eval_temperature``; without ``prefix`` also ``model``'s KL to the
         teacher. The student is back in training mode afterwards."""
         model = self.student if model is None else model
-        out = evaluate(
-            model, self.suite, self.tok, max_new_tokens=self.max_new_tokens,
-            temperature=self.config.eval_temperature,
-            teacher=None if prefix else self.teacher, prefix=prefix, fused=self.fused,
-            micro_batch=self.config.eval_micro_batch_size, noise=self.config.eval_noise,
-        )  # fmt: skip
+        with on_device(self.teacher, self.device), self.mp.autocast():
+            out = evaluate(
+                model, self.suite, self.tok, max_new_tokens=self.max_new_tokens,
+                temperature=self.config.eval_temperature,
+                teacher=None if prefix else self.teacher, prefix=prefix, fused=self.fused,
+                micro_batch=self.config.eval_micro_batch_size, noise=self.config.eval_noise,
+            )  # fmt: skip
         self.student.train()
         return out
 
@@ -270,14 +302,24 @@ class Trainer:
         self, model, prompt_ids, prompt_mask, temperature: float | None = None, gen=None,
         noise: float = 0.0,
     ):  # fmt: skip
-        """Completions of ``model`` at ``temperature`` (default: the config's) from ``gen``
-        (default: the run's generator), with execution ``noise`` from the run's noise generator."""
+        """Completions of ``model`` (in eval mode, under the run's autocast) at ``temperature``
+        (default: the config's) from ``gen`` (default: the run's generator), with execution
+        ``noise`` from the run's noise generator."""
         temperature = self.config.temperature if temperature is None else temperature
         gen = self.gen if gen is None else gen
-        return generate(
-            model, self.tok, prompt_ids, prompt_mask, self.max_new_tokens, temperature, gen,
-            noise, self.noise_gen,
-        )  # fmt: skip
+        with evaluating(model), self.mp.autocast():
+            return generate(
+                model, self.tok, prompt_ids, prompt_mask, self.max_new_tokens, temperature, gen,
+                noise, self.noise_gen,
+            )  # fmt: skip
+
+    def draw(self) -> Example:
+        """One training prompt and reference trace; a ``data_perturb`` share of them is
+        ``task.perturbed`` (one step broken, recovered after; no draw when it is 0)."""
+        ex = self.task.sample(self.data_rng)
+        if self.config.data_perturb and self.data_rng.random() < self.config.data_perturb:
+            ex = self.task.perturbed(ex, self.data_rng)
+        return ex
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         return self.tok.batch_decode(ids, skip_special_tokens=True)
@@ -298,9 +340,12 @@ class Trainer:
         return {
             "step": self.step,
             "config": self.config.to_dict(),
-            "student": self.student.state_dict(),
+            "student": resume_state(self.student, self.saved),
             "optimizer": self.opt.state_dict(),
-            "self_teacher": None if self.self_teacher is None else self.self_teacher.state_dict(),
+            "scaler": self.mp.state_dict(),
+            "self_teacher": None
+            if self.self_teacher is None
+            else resume_state(self.self_teacher, self.saved),
             "rng": rng_state(
                 {"sample": self.gen, "noise": self.noise_gen}, {"data": self.data_rng}
             ),
@@ -310,10 +355,11 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_resumable(self.config, state["config"])
-        self.student.load_state_dict(state["student"])
+        load_resume_state(self.student, state["student"], self.saved)
         self.opt.load_state_dict(state["optimizer"])
+        self.mp.load_state_dict(state.get("scaler", {}))
         if self.self_teacher is not None:
-            self.self_teacher.load_state_dict(state["self_teacher"])
+            load_resume_state(self.self_teacher, state["self_teacher"], self.saved)
         set_rng_state(
             state["rng"], {"sample": self.gen, "noise": self.noise_gen}, {"data": self.data_rng}
         )

@@ -26,7 +26,7 @@ What maps (lab -> TRL):
 ``precision``                    ``bf16``/``fp16`` (autocast over float32 master weights when the
                                  student is loaded in float32); ``fp32`` -> neither
 ``gradient_checkpointing``       ``activation_checkpointing`` (its new name; TRL's default: on)
-``lora_rank/alpha/dropout``      the returned LoRA kwargs, all seven linear layers
+``lora_rank/alpha/dropout``      the returned LoRA kwargs, on ``lora_modules``
 ``device="cpu"``                 ``use_cpu=True`` (and never bf16: TRL's default raises there)
 thinking off                     ``chat_template_kwargs={"enable_thinking": False}``
 ===============================  ===========================================================
@@ -52,9 +52,9 @@ import random
 import tempfile
 from typing import Any
 
-__all__ = ["LORA_TARGETS", "trl_distillation_args"]
+from opd_lib.lab.memory import LINEARS
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+__all__ = ["trl_distillation_args"]
 
 
 def _settings(settings: Any) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def trl_distillation_args(
     if s.get("lora_rank", 0):
         lora = dict(
             r=s["lora_rank"], lora_alpha=s.get("lora_alpha", 2 * s["lora_rank"]),
-            lora_dropout=s.get("lora_dropout", 0.0), target_modules=list(LORA_TARGETS),
-            task_type="CAUSAL_LM",
+            lora_dropout=s.get("lora_dropout", 0.0),
+            target_modules=list(s.get("lora_modules", LINEARS)), task_type="CAUSAL_LM",
         )  # fmt: skip
     return args, dataset, lora
