@@ -229,7 +229,7 @@ def test_slip_gradient_table_finds_every_first_slip(monkeypatch):
 
 
 def test_verdicts_speak_for_every_seed(tmp_path):
-    from opd_lib.lab.analysis import (
+    from opd_lib.lab.verdicts import (
         chain_table,
         chain_verdict,
         cost_verdict,

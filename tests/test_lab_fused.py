@@ -17,7 +17,7 @@ from opd_lib.lab.config import (
 )
 from opd_lib.lab.evaluate import evaluate
 from opd_lib.lab.losses import fusable
-from opd_lib.lab.models import tiny_qwen3, tiny_qwen3_pair
+from opd_lib.lab.models import tiny_qwen3
 from opd_lib.lab.pair import cache_key
 from opd_lib.lab.tasks import ALPHABET
 from opd_lib.lab.tokenizers import char_tokenizer
@@ -28,11 +28,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def pair():
-    tok = char_tokenizer(ALPHABET)
-    return tiny_qwen3_pair(
-        tok, teacher=dict(layers=1, hidden=32, heads=4), student=dict(layers=1, hidden=32, heads=4)
-    )
+def pair(char_pair):
+    return char_pair
 
 
 def make(pair, **kw):

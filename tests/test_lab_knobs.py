@@ -12,15 +12,12 @@ import torch
 from opd_lib.lab import Config, Trainer
 from opd_lib.lab.noise import digit_noise
 from opd_lib.lab.tasks import ALPHABET
-from opd_lib.models import tiny_qwen3_pair
 from opd_lib.tokenizers import char_tokenizer
 
 
 @pytest.fixture(scope="module")
-def pair():
-    tok = char_tokenizer(ALPHABET)
-    size = dict(layers=1, hidden=32, heads=4)
-    return tiny_qwen3_pair(tok, teacher=size, student=size)
+def pair(char_pair):
+    return char_pair
 
 
 def make(pair, **kw) -> Trainer:

@@ -13,7 +13,6 @@ from opd_lib.lab.metrics import read_jsonl
 from opd_lib.lab.preflight import PreflightError
 from opd_lib.lab.tasks import ALPHABET
 from opd_lib.lab.trainer import Config, Trainer, train
-from opd_lib.models import tiny_qwen3_pair
 from opd_lib.tokenizers import char_tokenizer
 
 SMALL = dict(
@@ -23,10 +22,8 @@ SMALL = dict(
 
 
 @pytest.fixture(scope="module")
-def pair():
-    tok = char_tokenizer(ALPHABET)
-    small = dict(layers=1, hidden=32, heads=4)
-    return tiny_qwen3_pair(tok, teacher=small, student=small)
+def pair(char_pair):
+    return char_pair
 
 
 def fresh(pair, **kw):

@@ -8,21 +8,16 @@ import pytest
 import torch
 
 from opd_lib.lab.data import encode
-from opd_lib.lab.models import tiny_qwen3_pair
 from opd_lib.lab.pair import train_supervised
-from opd_lib.lab.tasks import ALPHABET, RunningSum
-from opd_lib.lab.tokenizers import char_tokenizer
+from opd_lib.lab.tasks import RunningSum
 from opd_lib.lab.trainer import Config, Trainer
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def pair():
-    tok = char_tokenizer(ALPHABET)
-    return tiny_qwen3_pair(
-        tok, teacher=dict(layers=1, hidden=32, heads=4), student=dict(layers=1, hidden=32, heads=4)
-    )
+def pair(char_pair):
+    return char_pair
 
 
 def make(pair, **kw):
